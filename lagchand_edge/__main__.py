@@ -1,0 +1,3 @@
+from lagchand_edge.cli import main
+
+main()

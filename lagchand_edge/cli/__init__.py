@@ -1,0 +1,46 @@
+"""The `lagchand-edge` command. Commands are thin: parse, call one library function, render."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from lagchand_edge import __version__
+from lagchand_edge.cli import data
+from lagchand_edge.cli.common import console
+from lagchand_edge.cli.quickstart import quickstart
+from lagchand_edge.errors import UserError
+
+app = typer.Typer(
+    name="lagchand-edge",
+    help="Take the LAGCHand two-hand mesh network to CoreML, LiteRT and ExecuTorch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.command()(quickstart)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lagchand-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """lagchand-edge: model, data, conversion, drift and latency for LAGCHand on edge runtimes."""
+
+
+def main() -> None:
+    """Entry point: user errors end as one line on stderr and exit code 2, never a traceback."""
+    warnings.filterwarnings("ignore", message=r".*(Torch version|scikit-learn version).*")
+    try:
+        app()  # click itself turns usage errors into exit code 2
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,34 @@
+"""Shared CLI pieces: consoles, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+stdout = Console()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields `advance(n=1, **fields)`."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and total is None) as progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            progress.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance
+
+
+def emit_json(payload: Any) -> None:
+    """Print machine-readable output on stdout (nothing else goes there with --json)."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

@@ -1,0 +1,219 @@
+"""InterHand2.6M reader: the official layout (or this toolkit's synthetic copy of it).
+
+It selects two-hand ("interacting") frames as IntagHand does, crops around both hands, resizes
+to 256x256 and yields per-hand ground truth in camera space (mm, hand order left, right;
+InterHand2.6M joint order). With `_MANO_NeuralAnnot.json` and a hand model it also yields GT
+meshes; without (like the real 4-frame sample in ../shared/data) it runs joints-only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lagchand_edge.data import camera as cam
+from lagchand_edge.data.layout import DATASET_CARD, SPLITS, find_annotation, image_dir
+from lagchand_edge.data.transforms import crop_image, crop_intrinsics, square_box
+from lagchand_edge.errors import UserError
+from lagchand_edge.hand import HandModel, load_hands
+from lagchand_edge.hand.joints import HAND_NAMES, RELEASE_SLICES
+
+
+class SampleError(UserError):
+    """One sample cannot be read (missing or broken image, bad record)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything the reader needs for one frame, gathered from the annotation files."""
+
+    sample_id: str
+    image_path: Path
+    world_joints: np.ndarray  # (42, 3) mm, release order
+    joint_valid: np.ndarray  # (42,)
+    camrot: np.ndarray
+    campos: np.ndarray
+    focal: np.ndarray
+    princpt: np.ndarray
+    mano: dict[str, dict[str, list[float]]] | None
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+class InterHandDataset(torch.utils.data.Dataset):
+    """Two-hand samples of one split. `strict=False` skips bad records and counts them in `skipped`."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "test",
+        *,
+        mano_dir: str | Path | None = None,
+        strict: bool = True,
+        image_size: int = 256,
+        crop_fill: float = 0.7,
+        limit: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: data folder not found")
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.split, self.strict, self.image_size, self.crop_fill = split, strict, image_size, crop_fill
+        self.skipped: Counter[str] = Counter()
+        self.hands = self._hand_model(mano_dir)
+        self.records = self._index(limit)
+        if not self.records:
+            detail = f" (skipped: {dict(self.skipped)})" if self.skipped else ""
+            raise UserError(f"{self.root}: no two-hand samples in split {split!r}{detail}")
+
+    @property
+    def has_mesh(self) -> bool:
+        return self.hands is not None
+
+    def _hand_model(self, mano_dir: str | Path | None) -> dict[str, HandModel] | None:
+        if find_annotation(self.root, self.split, "MANO_NeuralAnnot") is None:
+            return None  # joints-only: no mesh annotations to build GT meshes from
+        card_path = self.root / DATASET_CARD
+        name = _load_json(card_path).get("hand_model", "mano") if card_path.is_file() else "mano"
+        if name == "mano" and mano_dir is None:
+            return None  # the real release without the user's MANO files: joints-only
+        return load_hands(name, mano_dir)
+
+    def _require(self, kind: str) -> Any:
+        path = find_annotation(self.root, self.split, kind)
+        if path is None:
+            raise UserError(f"{self.root}: missing InterHand2.6M_{self.split}_{kind}.json (looked in annotations/{self.split}/ and the folder itself)")
+        return path, _load_json(path)
+
+    def _index(self, limit: int | None) -> list[Record]:
+        data_path, data = self._require("data")
+        camera_path, cameras = self._require("camera")
+        joints_path, joints = self._require("joint_3d")
+        mano = _load_json(find_annotation(self.root, self.split, "MANO_NeuralAnnot")) if self.has_mesh else None
+        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+            raise UserError(f"{data_path}: expected COCO-style 'images' and 'annotations'")
+        images = {img["id"]: img for img in data["images"]}
+        folder = image_dir(self.root, self.split)
+        records = []
+        for ann in data["annotations"]:
+            if ann.get("hand_type") != "interacting" or not ann.get("hand_type_valid", 1):
+                continue
+            try:
+                records.append(self._record(ann, images, cameras, joints, mano, folder, (camera_path, joints_path)))
+            except SampleError as exc:
+                if self.strict:
+                    raise
+                self.skipped[str(exc).split(":", 1)[-1].strip().split(" (")[0]] += 1
+            if limit is not None and len(records) >= limit:
+                break
+        return records
+
+    def _record(self, ann, images, cameras, joints, mano, folder, paths) -> Record:
+        camera_path, joints_path = paths
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            raise SampleError(f"annotation {ann.get('id')}: image id {ann.get('image_id')} is not in 'images'")
+        capture, frame, camera_id = str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
+        try:
+            params = cameras[capture]
+            camrot, campos = np.array(params["camrot"][camera_id]), np.array(params["campos"][camera_id])
+            focal, princpt = np.array(params["focal"][camera_id]), np.array(params["princpt"][camera_id])
+        except KeyError as exc:
+            raise SampleError(f"{camera_path}: capture {capture} camera {camera_id} missing ({exc})") from None
+        try:
+            world = np.array(joints[capture][frame]["world_coord"], dtype=np.float64)
+        except KeyError:
+            raise SampleError(f"{joints_path}: capture {capture} frame {frame} missing") from None
+        if world.shape != (42, 3):
+            raise SampleError(f"{joints_path}: capture {capture} frame {frame} world_coord has shape {world.shape}, expected (42, 3)")
+        valid = np.array(ann.get("joint_valid", [[1]] * 42), dtype=np.float64).reshape(-1)
+        hand_params = None
+        if mano is not None:
+            hand_params = mano.get(capture, {}).get(frame)
+            if not hand_params or any(hand_params.get(side) is None for side in HAND_NAMES):
+                raise SampleError(f"MANO_NeuralAnnot: capture {capture} frame {frame} lacks a hand's fit")
+        path = folder / img["file_name"]
+        if not path.is_file():
+            raise SampleError(f"{path}: image missing")
+        return Record(f"{capture}/{frame}/{camera_id}", path, world, valid, camrot, campos, focal, princpt, hand_params)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _vertices_world(self, record: Record) -> np.ndarray:
+        out = []
+        for side in HAND_NAMES:
+            p = record.mano[side]
+            pose, shape, trans = (np.asarray(p[key], dtype=np.float64) for key in ("pose", "shape", "trans"))
+            out.append(self.hands[side].forward_numpy(pose, shape, trans).vertices[0].numpy() * 1000)
+        return np.stack(out)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """One sample as numpy arrays; raises `SampleError` if it cannot be read."""
+        record = self.records[index]
+        try:
+            with Image.open(record.image_path) as handle:
+                if handle.mode != "RGB":
+                    raise SampleError(f"{record.image_path}: image mode is {handle.mode}, expected RGB")
+                image = handle.copy()
+        except (OSError, SyntaxError) as exc:
+            raise SampleError(f"{record.image_path}: cannot decode image ({exc})") from None
+        joints_cam = np.stack([cam.world_to_camera(record.world_joints[RELEASE_SLICES[s]], record.camrot, record.campos) for s in HAND_NAMES])
+        joint_valid = np.stack([record.joint_valid[RELEASE_SLICES[s]] for s in HAND_NAMES]) > 0
+        k_full = cam.intrinsics(record.focal, record.princpt)
+        if record.mano is not None:
+            vertices_cam = cam.world_to_camera(self._vertices_world(record), record.camrot, record.campos)
+            anchor = cam.project(vertices_cam, k_full).reshape(-1, 2)
+        else:
+            vertices_cam = np.zeros((2, 0, 3))
+            anchor = cam.project(joints_cam[joint_valid], k_full)
+        box = square_box(anchor, self.crop_fill)
+        k = crop_intrinsics(k_full, box, self.image_size)
+        crop = np.asarray(crop_image(image, box, self.image_size))
+        return {
+            "sample_id": record.sample_id,
+            "image": crop,
+            "k": k.astype(np.float32),
+            "joints_cam": joints_cam.astype(np.float32),
+            "joint_valid": joint_valid,
+            "vertices_cam": vertices_cam.astype(np.float32),
+            "joints_2d": cam.project(joints_cam, k).astype(np.float32),
+            "vertices_2d": cam.project(vertices_cam, k).astype(np.float32),
+            "has_mesh": record.mano is not None,
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        try:
+            return self.load(index)
+        except SampleError:
+            if self.strict:
+                raise
+            return None
+
+
+def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Stack samples into a batch, dropping the ones a non-strict reader could not read."""
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return None
+    batch: dict[str, Any] = {"dropped": len(samples) - len(kept)}
+    for key in kept[0]:
+        values = [s[key] for s in kept]
+        batch[key] = values if isinstance(values[0], str) else torch.as_tensor(np.stack(values))
+    return batch

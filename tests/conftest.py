@@ -1,0 +1,29 @@
+"""Shared fixtures: a small synthetic set (made once per session) and the real 4-frame sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SAMPLE = REPO.parent / "shared" / "data" / "interhand26m-real-sample"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    from lagchand_edge.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "set"
+    write_dataset(root, 8, seed=3, split="test", workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    if not REAL_SAMPLE.is_dir():
+        pytest.fail(f"the real InterHand2.6M sample is expected at {REAL_SAMPLE} (../shared beside the clone)")
+    return REAL_SAMPLE

@@ -1,0 +1,47 @@
+"""The command line as a user meets it: real subprocesses, real exit codes, no tracebacks."""
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+import lagchand_edge
+
+
+def run_cli(*args, check=False):
+    result = subprocess.run([sys.executable, "-m", "lagchand_edge", *args], capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_user_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+def test_version_and_help():
+    assert run_cli("--version", check=True).stdout.strip() == f"lagchand-edge {lagchand_edge.__version__}"
+    for command in ([], ["data"], ["data", "synth"], ["data", "show"]):
+        assert "Usage" in run_cli(*command, "--help", check=True).stdout
+
+
+def test_synth_then_show_makes_a_picture(tmp_path):
+    out = tmp_path / "s"
+    summary = json.loads(run_cli("data", "synth", "--out", str(out), "--num", "4", "--json", check=True).stdout)
+    assert summary["samples"] == 4 and summary["has_mesh"] and summary["hand_model"] == "procedural"
+    run_cli("data", "show", str(out), "--index", "0", "--out", str(tmp_path / "s0.png"), check=True)
+    picture = Image.open(tmp_path / "s0.png")
+    assert picture.size == (512, 512)
+
+
+def test_user_errors_are_one_line(tmp_path):
+    out = tmp_path / "s"
+    run_cli("data", "synth", "--out", str(out), "--num", "2", check=True)
+    assert_user_error(run_cli("data", "synth", "--out", str(out), "--num", "2"), "already exists")
+    assert_user_error(run_cli("data", "show", str(out), "--index", "9", "--out", str(tmp_path / "x.png")), "out of range")
+    assert_user_error(run_cli("data", "summary", str(tmp_path / "missing")), "data folder not found")
+    assert_user_error(run_cli("data", "synth", "--out", str(tmp_path / "t"), "--split", "dev"), "unknown split")
+    assert run_cli("data", "synth", "--bogus").returncode == 2

@@ -1,0 +1,147 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lagchand_edge.data.interhand import InterHandDataset, SampleError, collate
+from lagchand_edge.data.synth import generate_sample
+from lagchand_edge.errors import UserError
+from lagchand_edge.hand import load_hands
+
+
+def test_synthetic_set_reads_through_the_release_reader(synth_root):
+    dataset = InterHandDataset(synth_root, "test")
+    assert len(dataset) == 8 and dataset.has_mesh
+    sample = dataset.load(0)
+    assert sample["image"].shape == (256, 256, 3) and sample["image"].dtype == np.uint8
+    assert sample["joints_cam"].shape == (2, 21, 3)
+    assert sample["vertices_cam"].shape == (2, 780, 3)
+    assert (sample["joints_2d"] > 0).all() and (sample["joints_2d"] < 256).all()
+    assert 200 < sample["joints_cam"][..., 2].mean() < 2000  # mm in front of the camera
+
+
+def test_gt_mesh_agrees_with_the_release_joints(synth_root):
+    """Joints regressed from the mesh rebuilt from MANO params equal the joint_3d file."""
+    dataset = InterHandDataset(synth_root, "test")
+    hands = load_hands()
+    for index in range(3):
+        sample = dataset.load(index)
+        for h, side in enumerate(("left", "right")):
+            regressed = hands[side].joint_regressor @ sample["vertices_cam"][h]
+            np.testing.assert_allclose(regressed, sample["joints_cam"][h], atol=0.05)
+
+
+def test_rendering_is_deterministic_for_a_seed():
+    a, _, ja = generate_sample(11, 5, (96, 96))
+    b, _, jb = generate_sample(11, 5, (96, 96))
+    c, _, _ = generate_sample(12, 5, (96, 96))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ja["left"], jb["left"])
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 5
+
+
+def test_hands_are_visible_in_synthetic_images():
+    image, scene, joints = generate_sample(0, 0, (128, 128))
+    from lagchand_edge.data import camera as cam
+
+    uv = cam.project(cam.world_to_camera(joints["right"], scene.camrot, scene.campos), cam.intrinsics(scene.focal, scene.princpt))
+    assert ((uv > -5) & (uv < 133)).all()
+
+
+def test_real_sample_reads_in_joints_only_mode(real_root):
+    dataset = InterHandDataset(real_root, "test")
+    assert len(dataset) == 2  # two interacting frames; the single-hand frames are not two-hand samples
+    assert not dataset.has_mesh
+    ids = [dataset.load(i)["sample_id"] for i in range(2)]
+    assert ids == ["3/69148/400026", "2/44669/400012"]
+    sample = dataset.load(0)
+    assert sample["vertices_cam"].shape == (2, 0, 3)
+    valid = sample["joint_valid"]
+    assert valid.sum() == 42
+    uv = sample["joints_2d"][valid]
+    assert (uv > 0).all() and (uv < 256).all()
+    assert 700 < sample["joints_cam"][..., 2].mean() < 1500
+
+
+def _minimal_release(root, split="val"):
+    """A hand-written one-frame set in the release's exact layout and key types."""
+    (root / "annotations" / split).mkdir(parents=True)
+    image_rel = "Capture9/0001_test/cam400001/image7.jpg"
+    (root / "images" / split / "Capture9/0001_test/cam400001").mkdir(parents=True)
+    Image.new("RGB", (334, 512), (90, 90, 90)).save(root / "images" / split / image_rel)
+    joints = np.zeros((42, 3))
+    joints[:, 0] = np.linspace(-60, 60, 42)
+    joints[:, 1] = np.tile(np.linspace(-40, 40, 21), 2)
+    joints[:, 2] = 1000.0
+    ann = root / "annotations" / split
+    (ann / f"InterHand2.6M_{split}_data.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": image_rel, "width": 334, "height": 512, "capture": 9, "subject": 1,
+                    "seq_name": "0001_test", "camera": "400001", "frame_idx": 7}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 10, 10], "joint_valid": [[1]] * 42,
+                         "hand_type": "interacting", "hand_type_valid": 1}]}))
+    (ann / f"InterHand2.6M_{split}_camera.json").write_text(json.dumps({"9": {
+        "campos": {"400001": [0, 0, 0]}, "camrot": {"400001": np.eye(3).tolist()},
+        "focal": {"400001": [1000.0, 1000.0]}, "princpt": {"400001": [167.0, 256.0]}}}))
+    (ann / f"InterHand2.6M_{split}_joint_3d.json").write_text(json.dumps({"9": {"7": {
+        "world_coord": joints.tolist(), "joint_valid": [[True]] * 42, "hand_type": "interacting", "hand_type_valid": True}}}))
+    return root
+
+
+def test_hand_written_release_record(tmp_path):
+    dataset = InterHandDataset(_minimal_release(tmp_path / "ih"), "val")
+    sample = dataset.load(0)
+    # right hand is 0-20 in the release and index 1 here; left 21-41 is index 0
+    np.testing.assert_allclose(sample["joints_cam"][1, :, 0], np.linspace(-60, 60, 42)[:21], atol=1e-5)
+    np.testing.assert_allclose(sample["joints_cam"][0, :, 0], np.linspace(-60, 60, 42)[21:], atol=1e-5)
+    batch = collate([sample, None])
+    assert batch["dropped"] == 1 and batch["image"].shape == (1, 256, 256, 3)
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    root = _minimal_release(tmp_path / "ih")
+    camera = root / "annotations/val/InterHand2.6M_val_camera.json"
+    camera.write_text("{not json")
+    with pytest.raises(UserError, match="camera.json: malformed JSON"):
+        InterHandDataset(root, "val")
+    camera.write_text(json.dumps({"8": {}}))
+    with pytest.raises(UserError, match="capture 9 camera 400001 missing"):
+        InterHandDataset(root, "val")
+    with pytest.raises(UserError, match="no two-hand samples"):
+        InterHandDataset(root, "val", strict=False)
+    camera.unlink()
+    with pytest.raises(UserError, match="missing InterHand2.6M_val_camera.json"):
+        InterHandDataset(root, "val")
+    with pytest.raises(UserError, match="unknown split"):
+        InterHandDataset(root, "dev")
+    with pytest.raises(UserError, match="data folder not found"):
+        InterHandDataset(tmp_path / "nowhere")
+
+
+def test_missing_and_non_rgb_images(tmp_path):
+    root = _minimal_release(tmp_path / "ih")
+    image = next((root / "images").rglob("*.jpg"))
+    Image.new("L", (334, 512), 90).save(image)
+    dataset = InterHandDataset(root, "val")
+    with pytest.raises(SampleError, match="image mode is L"):
+        dataset.load(0)
+    assert InterHandDataset(root, "val", strict=False)[0] is None
+    image.unlink()
+    with pytest.raises(UserError, match="image missing"):
+        InterHandDataset(root, "val")
+    with pytest.raises(UserError, match=r"skipped: \{'image missing': 1\}"):
+        InterHandDataset(root, "val", strict=False)
+
+
+def test_mesh_annotations_with_a_null_hand_are_skipped(synth_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    path = root / "annotations/test/InterHand2.6M_test_MANO_NeuralAnnot.json"
+    mano = json.loads(path.read_text())
+    first_capture = next(iter(mano))
+    first_frame = next(iter(mano[first_capture]))
+    mano[first_capture][first_frame]["left"] = None
+    path.write_text(json.dumps(mano))
+    dataset = InterHandDataset(root, "test", strict=False)
+    assert len(dataset) == 7 and sum(dataset.skipped.values()) == 1
