@@ -27,3 +27,12 @@ def real_root() -> Path:
     if not REAL_SAMPLE.is_dir():
         pytest.fail(f"the real InterHand2.6M sample is expected at {REAL_SAMPLE} (../shared beside the clone)")
     return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def synth_train_root(tmp_path_factory) -> Path:
+    from lagchand_edge.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth_train") / "set"
+    write_dataset(root, 16, seed=5, split="train", workers=1)
+    return root

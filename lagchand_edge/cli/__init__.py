@@ -8,7 +8,7 @@ import warnings
 import typer
 
 from lagchand_edge import __version__
-from lagchand_edge.cli import data
+from lagchand_edge.cli import data, model
 from lagchand_edge.cli.common import console
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command()(quickstart)
+app.command()(model.info)
+app.command()(model.train)
+app.command()(model.evaluate)
 
 
 def _version(value: bool) -> None:

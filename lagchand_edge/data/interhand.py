@@ -68,6 +68,7 @@ class InterHandDataset(torch.utils.data.Dataset):
         image_size: int = 256,
         crop_fill: float = 0.7,
         limit: int | None = None,
+        augment_seed: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -76,6 +77,7 @@ class InterHandDataset(torch.utils.data.Dataset):
             raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.split, self.strict, self.image_size, self.crop_fill = split, strict, image_size, crop_fill
         self.skipped: Counter[str] = Counter()
+        self.augment_seed, self.epoch = augment_seed, 0  # crop jitter for training, reproducible per epoch
         self.hands = self._hand_model(mano_dir)
         self.records = self._index(limit)
         if not self.records:
@@ -184,6 +186,12 @@ class InterHandDataset(torch.utils.data.Dataset):
             vertices_cam = np.zeros((2, 0, 3))
             anchor = cam.project(joints_cam[joint_valid], k_full)
         box = square_box(anchor, self.crop_fill)
+        if self.augment_seed is not None:
+            rng = np.random.default_rng([self.augment_seed, self.epoch, index])
+            x0, y0, side = box
+            grown = side * rng.uniform(0.9, 1.15)
+            shift = rng.uniform(-0.06, 0.06, 2) * side
+            box = (x0 + (side - grown) / 2 + shift[0], y0 + (side - grown) / 2 + shift[1], grown)
         k = crop_intrinsics(k_full, box, self.image_size)
         crop = np.asarray(crop_image(image, box, self.image_size))
         return {

@@ -1,0 +1,109 @@
+"""Linear Graph module (paper §3.3, eqs. 5-10): both hands' meshes from coarse to fine graphs.
+
+Per level t (graphs of the active hand model, `lagchand_edge.hand.graph`):
+  eqs. (5)-(6)  L'_f, R'_f = Di-Concat(Linear_GCN[Concat(L_f, R_f)]): one linear graph
+                convolution (A_hat X W) with shared weights over the concatenated hands;
+  eqs. (7)-(8)  H_h = Attention[Concat(h'_f, F_maps)]: multi-head self-attention of each
+                hand's vertex tokens together with the bound map G_t as 8x8 image tokens;
+  eqs. (9)-(10) HF_L = beta H_L + (1 - beta) H_R, HF_R = alpha H_R + (1 - alpha) H_L with
+                learned alpha, beta (cross-hand injection);
+then a binary-tree upsampling to the next level. The finest level regresses 3D points, mapped to
+every mesh vertex by the hierarchy's fixed interpolation matrix (dense: sparse ops lower nowhere).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lagchand_edge.hand.graph import GraphHierarchy
+from lagchand_edge.model.blocks import MultiHeadAttention
+from lagchand_edge.model.config import LAGCHandConfig
+
+
+def _buffer(array) -> torch.Tensor:
+    return torch.as_tensor(array, dtype=torch.float32)
+
+
+class LinearGCN(nn.Module):
+    """Residual linear graph convolution X + act(LN(A_hat X W)), shared by both hands."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(channels, channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:  # x: (B, 2, n, c)
+        return x + F.silu(self.norm(self.linear(adjacency @ x)))
+
+
+class VertexImageAttention(nn.Module):
+    """Eqs. (7)-(8): pre-norm MHSA over [vertex tokens ; image tokens], then an MLP; vertices kept."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.attn = MultiHeadAttention(channels, heads)
+        self.mlp = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, 2 * channels), nn.SiLU(), nn.Linear(2 * channels, channels))
+
+    def forward(self, vertices: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # (B*2, n, c), (B*2, m, c)
+        n = vertices.shape[1]
+        tokens = torch.cat([vertices, image], dim=1)
+        tokens = tokens + self.attn(self.norm(tokens))
+        out = tokens[:, :n]
+        return out + self.mlp(out)
+
+
+class GraphLevelBlock(nn.Module):
+    def __init__(self, channels: int, gcn_layers: int, heads: int) -> None:
+        super().__init__()
+        self.gcn = nn.ModuleList([LinearGCN(channels) for _ in range(gcn_layers)])
+        self.attention = VertexImageAttention(channels, heads)
+        self.alpha = nn.Parameter(torch.tensor(0.8))
+        self.beta = nn.Parameter(torch.tensor(0.8))
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        batch, _, n, c = x.shape
+        for gcn in self.gcn:
+            x = gcn(x, adjacency)
+        h = self.attention(x.reshape(batch * 2, n, c), image).reshape(batch, 2, n, c)
+        h_left, h_right = h[:, 0], h[:, 1]
+        left = self.beta * h_left + (1 - self.beta) * h_right
+        right = self.alpha * h_right + (1 - self.alpha) * h_left
+        return torch.stack([left, right], dim=1)
+
+
+class LinearGraph(nn.Module):
+    def __init__(self, cfg: LAGCHandConfig, graph: GraphHierarchy) -> None:
+        super().__init__()
+        channels = cfg.graph_channels
+        sizes = [level.num_nodes for level in graph.levels]
+        self.grid = cfg.image_grid
+        for t, level in enumerate(graph.levels):
+            self.register_buffer(f"adjacency{t}", _buffer(level.adjacency), persistent=False)
+        for t, matrix in enumerate(graph.upsample):
+            self.register_buffer(f"upsample{t}", _buffer(matrix), persistent=False)
+        self.register_buffer("to_mesh", _buffer(graph.to_mesh), persistent=False)
+        self.init = nn.Linear(cfg.hand_dim, channels[0])
+        self.vertex_embed = nn.ParameterList([nn.Parameter(torch.randn(2, n, c) * 0.02) for n, c in zip(sizes, channels, strict=True)])
+        self.image_embed = nn.ParameterList([nn.Parameter(torch.randn(self.grid * self.grid, c) * 0.02) for c in channels])
+        self.blocks = nn.ModuleList([GraphLevelBlock(c, cfg.gcn_layers, cfg.graph_heads) for c in channels])
+        self.widen = nn.ModuleList([nn.Linear(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)])
+        self.head = nn.Linear(channels[-1], 3)
+
+    def _image_tokens(self, bound: torch.Tensor, t: int) -> torch.Tensor:
+        """G_t pooled to a grid x grid map, as (B*2, grid^2, c) tokens shared by both hands."""
+        factor = bound.shape[-1] // self.grid
+        pooled = F.avg_pool2d(bound, factor) if factor > 1 else bound
+        tokens = pooled.flatten(2).transpose(1, 2) + self.image_embed[t]
+        return tokens.repeat_interleave(2, dim=0)
+
+    def forward(self, hand_features: torch.Tensor, bound: list[torch.Tensor]) -> torch.Tensor:
+        """(B, 2, hand_dim) features and G_0..G_2 -> (B, 2, V, 3) mesh vertices."""
+        x = self.init(hand_features)[:, :, None, :] + self.vertex_embed[0]
+        for t, block in enumerate(self.blocks):
+            x = block(x, getattr(self, f"adjacency{t}"), self._image_tokens(bound[t], t))
+            if t + 1 < len(self.blocks):
+                x = self.widen[t](getattr(self, f"upsample{t}") @ x) + self.vertex_embed[t + 1]
+        return self.to_mesh @ self.head(x)

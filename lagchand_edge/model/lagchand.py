@@ -1,0 +1,91 @@
+"""LAGCHand (paper Fig. 1): encoder -> compact heatmap module -> linear graph -> both hands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lagchand_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lagchand_edge.hand import HandModel
+from lagchand_edge.hand.graph import build_hierarchy
+from lagchand_edge.hand.joints import HAND_NAMES, MIDDLE_MCP
+from lagchand_edge.model.compact import CompactSingleHandHeatmap
+from lagchand_edge.model.config import LAGCHandConfig
+from lagchand_edge.model.encoder import LinearAttentionEncoder
+from lagchand_edge.model.graph import LinearGraph
+
+#: Names of the deployed outputs, in order: every runtime returns these.
+OUTPUT_NAMES = ("vertices", "joints", "camera")
+#: Initial weak-perspective scale: v2d = s * 256 * v[:2] + t * 128 + 128 (v in normalised metres).
+CAMERA_SCALE_INIT = 2.0
+
+
+@dataclass
+class HandPrediction:
+    """Per-hand outputs (hand axis: 0 left, 1 right): root-relative metres (MCP root)."""
+
+    vertices: np.ndarray  # (B, 2, V, 3)
+    joints: np.ndarray  # (B, 2, 21, 3)
+    camera: np.ndarray  # (B, 2, 3): scale, tx, ty
+
+    @classmethod
+    def from_outputs(cls, outputs) -> HandPrediction:
+        arrays = [o.detach().cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs[:3]]
+        return cls(*(a.astype(np.float32) for a in arrays))
+
+    def project(self, image_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """2D joints and vertices in the crop by the weak-perspective camera."""
+        s, t = self.camera[..., :1, None], self.camera[..., None, 1:]
+        half = image_size / 2
+        joints = s * image_size * self.joints[..., :2] + t * half + half
+        vertices = s * image_size * self.vertices[..., :2] + t * half + half
+        return joints, vertices
+
+
+class LAGCHand(nn.Module):
+    """Input: (B, 3, 256, 256) RGB in [0, 1] (ImageNet normalisation happens inside).
+
+    forward -> (vertices (B,2,V,3), joints (B,2,21,3), camera (B,2,3), heatmaps (B,2,21,64,64)).
+    """
+
+    def __init__(self, cfg: LAGCHandConfig, hands: dict[str, HandModel]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.hand_model_name = hands["right"].name
+        self.num_vertices = hands["right"].num_vertices
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
+        regressors = np.stack([hands[side].joint_regressor for side in HAND_NAMES])
+        self.register_buffer("joint_regressor", torch.as_tensor(regressors, dtype=torch.float32), persistent=False)
+        self.encoder = LinearAttentionEncoder(cfg.encoder)
+        self.compact = CompactSingleHandHeatmap(cfg, self.encoder.out_channels)
+        self.graph = LinearGraph(cfg, build_hierarchy(hands["right"]))
+        self.camera_head = nn.Linear(cfg.hand_dim, 3)
+        nn.init.zeros_(self.camera_head.weight)
+        with torch.no_grad():
+            self.camera_head.bias.copy_(torch.tensor([CAMERA_SCALE_INIT, 0.0, 0.0]))
+
+    def forward(self, image: torch.Tensor):
+        x = (image - self.mean) / self.std
+        features = self.encoder(x)
+        _, hand_features, bound, heatmaps = self.compact(features)
+        vertices = self.graph(hand_features, bound)
+        joints = self.joint_regressor @ vertices
+        root = joints[:, :, MIDDLE_MCP : MIDDLE_MCP + 1, :]
+        camera = self.camera_head(hand_features)
+        return vertices - root, joints - root, camera, heatmaps
+
+
+class DeployModel(nn.Module):
+    """What goes to devices: the three outputs of `OUTPUT_NAMES`, no training heatmaps."""
+
+    def __init__(self, model: LAGCHand) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        vertices, joints, camera, _ = self.model(image)
+        return vertices, joints, camera

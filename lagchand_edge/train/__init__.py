@@ -1,0 +1,1 @@
+"""Training: targets, IntagHand's losses, the loop (single process or torchrun DDP)."""

@@ -1,0 +1,165 @@
+"""The training loop: Adam, the paper's step schedule, IntagHand's losses, safetensors checkpoints.
+
+Runs as one process or under `torchrun` (DDP; gloo on CPU, nccl on GPUs). Resumable from the
+last finished epoch; deterministic for a seed on one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from lagchand_edge.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
+from lagchand_edge.data.interhand import InterHandDataset, collate
+from lagchand_edge.errors import UserError
+from lagchand_edge.io import atomic_write_bytes
+from lagchand_edge.model import create_model
+from lagchand_edge.train.losses import DEFAULT_WEIGHTS, total_loss
+from lagchand_edge.train.targets import gaussian_heatmaps, lr_at, normalise_hands, weak_perspective
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    out: Path
+    config: str = "reference"
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-4
+    seed: int = 0
+    limit: int | None = None
+    resume: bool = False
+    edge_from: float = 0.5  # fraction of epochs after which the edge loss joins (IntagHand)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    mano_dir: Path | None = None
+
+
+def prepare_batch(batch: dict, image_size: int, heatmap_size: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, dict]:
+    """Images as (B, 3, H, W) floats in [0, 1] (colour-jittered with `rng`) and training targets."""
+    images = batch["image"].permute(0, 3, 1, 2).float() / 255.0
+    if rng is not None:
+        b = images.shape[0]
+        gain = torch.as_tensor(rng.uniform(0.75, 1.25, (b, 3, 1, 1)), dtype=torch.float32)
+        offset = torch.as_tensor(rng.uniform(-0.08, 0.08, (b, 1, 1, 1)), dtype=torch.float32)
+        images = (images * gain + offset).clamp(0, 1)
+    joints, vertices = normalise_hands(batch["joints_cam"].double(), batch["vertices_cam"].double())
+    targets = {
+        "joints": joints.float(),
+        "vertices": vertices.float(),
+        "joints_2d": batch["joints_2d"] / image_size,
+        "vertices_2d": batch["vertices_2d"] / image_size,
+        "heatmaps": gaussian_heatmaps(batch["joints_2d"], heatmap_size, image_size),
+    }
+    return images, targets
+
+
+def predictions(outputs: tuple, image_size: int) -> dict[str, torch.Tensor]:
+    vertices, joints, camera, heatmaps = outputs
+    return {"vertices": vertices, "joints": joints, "heatmaps": heatmaps, "camera": camera,
+            "vertices_2d": weak_perspective(vertices, camera, image_size), "joints_2d": weak_perspective(joints, camera, image_size)}
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _optimizer_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".optimizer.safetensors")
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
+    state = optimizer.state_dict()["state"]
+    tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous() for i, s in state.items() for k, v in s.items()}
+    tmp = out.with_name(f".{out.name}.opt.tmp")
+    save_file(tensors, str(tmp))
+    atomic_write_bytes(_optimizer_path(out), tmp.read_bytes())
+    tmp.unlink()
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
+    tensors = load_file(str(_optimizer_path(out)))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    full = optimizer.state_dict()
+    full["state"] = state
+    optimizer.load_state_dict(full)
+
+
+def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train and return the sidecar info of the last checkpoint written."""
+    rank, world = _distributed()
+    torch.manual_seed(opts.seed)
+    dataset = InterHandDataset(opts.data, "train", mano_dir=opts.mano_dir, strict=False, limit=opts.limit, augment_seed=opts.seed)
+    if not dataset.has_mesh:
+        raise UserError(f"{opts.data}: training needs mesh annotations (_MANO_NeuralAnnot.json and the hand model)")
+    start_epoch, info = 0, {}
+    if opts.resume and opts.out.is_file():
+        model = load_checkpoint(opts.out, opts.config, dataset.hands).train()
+        info = json.loads(sidecar_path(opts.out).read_text())
+        start_epoch = int(info.get("epoch", 0))
+    else:
+        model = create_model(opts.config, dataset.hands).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    if start_epoch and _optimizer_path(opts.out).is_file():
+        _load_optimizer(optimizer, opts.out)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=opts.seed) if world > 1 else None
+    faces = torch.as_tensor(dataset.hands["right"].faces)
+    cfg = model.cfg
+    history = info.get("history", [])
+    for epoch in range(start_epoch, opts.epochs):
+        dataset.epoch = epoch
+        generator = torch.Generator().manual_seed(opts.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(dataset, opts.batch_size, shuffle=sampler is None, sampler=sampler,
+                                             collate_fn=collate, generator=generator, drop_last=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch, opts.epochs, opts.lr)
+        weights = dict(opts.weights)
+        if epoch < int(opts.edge_from * opts.epochs):
+            weights["edge"] = 0.0
+        rng = np.random.default_rng([opts.seed, epoch, rank])
+        sums: dict[str, float] = {}
+        steps = 0
+        started = time.perf_counter()
+        for batch in loader:
+            if batch is None:
+                continue
+            images, targets = prepare_batch(batch, cfg.image_size, cfg.heatmap_size, rng)
+            losses = total_loss(predictions(net(images), cfg.image_size), targets, faces, weights)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            optimizer.step()
+            steps += 1
+            for name, value in {"loss": losses.total, **losses.terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            if on_step and rank == 0:
+                on_step(epoch, steps, {k: v / steps for k, v in sums.items()})
+        record = {"epoch": epoch + 1, "steps": steps, "seconds": round(time.perf_counter() - started, 1),
+                  **{k: round(v / max(steps, 1), 6) for k, v in sums.items()}}
+        history.append(record)
+        if rank == 0:
+            info = {"epoch": epoch + 1, "history": history, "data": str(opts.data), "samples": len(dataset),
+                    "skipped": dict(dataset.skipped), "options": {k: str(v) for k, v in asdict(opts).items()},
+                    "command": " ".join(sys.argv), "world_size": world}
+            save_checkpoint(model, opts.out, info)
+            _save_optimizer(optimizer, opts.out)
+    if world > 1:
+        dist.barrier()
+    return info

@@ -1,0 +1,66 @@
+"""IntagHand's losses (paper §3.4, eqs. 11-14) plus the compact module's heatmap loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+#: IntagHand's weights (DESIGN.md §0); the edge term joins from mid-training.
+DEFAULT_WEIGHTS = {"vertex": 100.0, "vertex_2d": 50.0, "joint": 100.0, "joint_2d": 50.0, "normal": 10.0, "edge": 2000.0, "heatmap": 100.0}
+
+
+def vertex_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Eq. (11)/(12) 3D part: mean L1 over points and coordinates."""
+    return (pred - gt).abs().mean()
+
+
+def projection_loss(pred_2d: torch.Tensor, gt_2d: torch.Tensor) -> torch.Tensor:
+    """Eq. (11)/(12) 2D part: mean squared error of projections (image-size units)."""
+    return ((pred_2d - gt_2d) ** 2).sum(-1).mean()
+
+
+def _edges(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    v0, v1, v2 = (vertices[..., faces[:, i], :] for i in range(3))
+    return v1 - v0, v2 - v1, v0 - v2
+
+
+def normal_loss(pred: torch.Tensor, gt: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Eq. (13): |e_pred . n_GT| over the three edges of every face (unit GT normals)."""
+    g = _edges(gt, faces)
+    normal = torch.linalg.cross(g[0], -g[2], dim=-1)
+    normal = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True).clamp_min(1e-12)
+    p = _edges(pred, faces)
+    return torch.stack([(e * normal).sum(-1).abs() for e in p]).mean()
+
+
+def edge_loss(pred: torch.Tensor, gt: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Eq. (14): L1 difference of every edge's length between prediction and GT."""
+    lengths = lambda v: torch.stack([torch.linalg.vector_norm(e, dim=-1) for e in _edges(v, faces)])  # noqa: E731
+    return (lengths(pred) - lengths(gt)).abs().mean()
+
+
+def heatmap_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    return ((pred - gt) ** 2).mean()
+
+
+@dataclass
+class LossTerms:
+    terms: dict[str, torch.Tensor]
+    total: torch.Tensor
+
+
+def total_loss(pred: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], faces: torch.Tensor, weights: dict[str, float]) -> LossTerms:
+    """Weighted sum of every term; a weight of 0 skips its term."""
+    calculators = {
+        "vertex": lambda: vertex_loss(pred["vertices"], gt["vertices"]),
+        "vertex_2d": lambda: projection_loss(pred["vertices_2d"], gt["vertices_2d"]),
+        "joint": lambda: vertex_loss(pred["joints"], gt["joints"]),
+        "joint_2d": lambda: projection_loss(pred["joints_2d"], gt["joints_2d"]),
+        "normal": lambda: normal_loss(pred["vertices"], gt["vertices"], faces),
+        "edge": lambda: edge_loss(pred["vertices"], gt["vertices"], faces),
+        "heatmap": lambda: heatmap_loss(pred["heatmaps"], gt["heatmaps"]),
+    }
+    terms = {name: fn() for name, fn in calculators.items() if weights.get(name, 0.0) > 0}
+    total = sum(weights[name] * value for name, value in terms.items())
+    return LossTerms(terms, total)
