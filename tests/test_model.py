@@ -63,5 +63,5 @@ def test_hand_prediction_projection_matches_the_training_camera():
 def test_graph_follows_the_active_hand_model():
     hands = load_hands()
     model = create_model("tiny", hands)
-    assert model.graph.to_mesh.shape[0] == hands["right"].num_vertices
+    assert model.graph.mesh_weight.shape[0] == hands["right"].num_vertices
     np.testing.assert_allclose(model.joint_regressor[0].numpy(), hands["left"].joint_regressor, atol=1e-6)

@@ -9,6 +9,7 @@ import typer
 
 from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
+from lagchand_edge.cli.convert import convert
 from lagchand_edge.cli.common import console
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
@@ -24,6 +25,7 @@ app.command()(quickstart)
 app.command()(model.info)
 app.command()(model.train)
 app.command()(model.evaluate)
+app.command()(convert)
 
 
 def _version(value: bool) -> None:

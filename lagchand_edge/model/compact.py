@@ -25,7 +25,10 @@ class CompactSingleHandHeatmap(nn.Module):
         self.up32 = ConvBNAct(d16 + c32, d32, 3)
         self.up64 = ConvBNAct(d32 + c64, d64, 3)
         self.heatmap = nn.Conv2d(d64, 2 * 21, 1)
-        self.global_fc = nn.Sequential(nn.Linear(d8, cfg.global_dim), nn.SiLU())
+        # The global feature keeps the 8x8 layout (squeeze to 16 channels, flatten): where each
+        # hand is and how it is turned is spatial information an average pool would throw away.
+        self.squeeze = ConvBNAct(d8, 16, 1)
+        self.global_fc = nn.Sequential(nn.Linear(16 * (cfg.image_size // 32) ** 2, cfg.global_dim), nn.SiLU())
         self.hand_fc = nn.Linear(cfg.global_dim, 2 * cfg.hand_dim)
         g0, g1, g2 = cfg.graph_channels
         self.bound = nn.ModuleList([ConvBNAct(d8 + c8, g0, 1), ConvBNAct(d16 + c16, g1, 1), ConvBNAct(d32 + c32, g2, 1)])
@@ -39,7 +42,7 @@ class CompactSingleHandHeatmap(nn.Module):
         x64 = self.up64(torch.cat([F.interpolate(x32, scale_factor=2.0, mode="nearest"), f64], 1))
         heatmaps = self.heatmap(x64)
         heatmaps = heatmaps.reshape(heatmaps.shape[0], 2, 21, heatmaps.shape[-2], heatmaps.shape[-1])
-        global_feature = self.global_fc(x8.mean(dim=(2, 3)))
+        global_feature = self.global_fc(self.squeeze(x8).flatten(1))
         hand_features = self.hand_fc(global_feature).reshape(-1, 2, self.hand_dim)
         bound = [layer(torch.cat(pair, 1)) for layer, pair in zip(self.bound, ((x8, f8), (x16, f16), (x32, f32)), strict=True)]
         return global_feature, hand_features, bound, heatmaps

@@ -13,6 +13,7 @@ every mesh vertex by the hierarchy's fixed interpolation matrix (dense: sparse o
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +36,10 @@ class LinearGCN(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:  # x: (B, 2, n, c)
-        return x + F.silu(self.norm(self.linear(adjacency @ x)))
+        # A_hat X as a linear layer over the node axis (A_hat is symmetric): int8 quantizers then
+        # treat the constant graph like any weight, and every runtime runs it as a dense GEMM.
+        propagated = F.linear(x.transpose(-1, -2), adjacency).transpose(-1, -2)
+        return x + F.silu(self.norm(self.linear(propagated)))
 
 
 class VertexImageAttention(nn.Module):
@@ -82,9 +86,12 @@ class LinearGraph(nn.Module):
         self.grid = cfg.image_grid
         for t, level in enumerate(graph.levels):
             self.register_buffer(f"adjacency{t}", _buffer(level.adjacency), persistent=False)
-        for t, matrix in enumerate(graph.upsample):
-            self.register_buffer(f"upsample{t}", _buffer(matrix), persistent=False)
-        self.register_buffer("to_mesh", _buffer(graph.to_mesh), persistent=False)
+        # The fixed finest-level -> mesh interpolation has <= 4 non-zeros per vertex: keep it as
+        # (index, weight) pairs, a gather and a weighted sum, instead of a mostly-zero V x n matrix.
+        k = int((graph.to_mesh != 0).sum(1).max())
+        order = np.argsort(-np.abs(graph.to_mesh), axis=1, kind="stable")[:, :k]
+        self.register_buffer("mesh_index", torch.as_tensor(order.reshape(-1), dtype=torch.long), persistent=False)
+        self.register_buffer("mesh_weight", _buffer(np.take_along_axis(graph.to_mesh, order, 1)), persistent=False)
         self.init = nn.Linear(cfg.hand_dim, channels[0])
         self.vertex_embed = nn.ParameterList([nn.Parameter(torch.randn(2, n, c) * 0.02) for n, c in zip(sizes, channels, strict=True)])
         self.image_embed = nn.ParameterList([nn.Parameter(torch.randn(self.grid * self.grid, c) * 0.02) for c in channels])
@@ -105,5 +112,18 @@ class LinearGraph(nn.Module):
         for t, block in enumerate(self.blocks):
             x = block(x, getattr(self, f"adjacency{t}"), self._image_tokens(bound[t], t))
             if t + 1 < len(self.blocks):
-                x = self.widen[t](getattr(self, f"upsample{t}") @ x) + self.vertex_embed[t + 1]
-        return self.to_mesh @ self.head(x)
+                x = self.widen[t](self._children(x)) + self.vertex_embed[t + 1]
+        return self._to_mesh(self.head(x))
+
+    @staticmethod
+    def _children(x: torch.Tensor) -> torch.Tensor:
+        """Binary-tree upsampling: node i of a level feeds nodes 2i and 2i+1 of the next."""
+        b, hands, n, c = x.shape
+        return x[:, :, :, None, :].expand(b, hands, n, 2, c).reshape(b, hands, 2 * n, c)
+
+    def _to_mesh(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, 2, n, 3) finest-level points -> (B, 2, V, 3) vertices by the fixed interpolation."""
+        b, hands, _, _ = points.shape
+        num_vertices, k = self.mesh_weight.shape
+        picked = torch.index_select(points, 2, self.mesh_index).reshape(b, hands, num_vertices, k, 3)
+        return (picked * self.mesh_weight[:, :, None]).sum(dim=3)

@@ -1,0 +1,91 @@
+"""CoreML `.mlpackage` (ML Program, iOS17): fp16 (CoreML's default compute precision), fp32,
+W8 weight-only (`linear_quantize_weights`) and W8A8 (PT2E with ExecuTorch's torchao-based
+CoreMLQuantizer; coremltools' own CoreMLQuantizer import fails on torch 2.13).
+
+Running needs Apple's runtime, which exists only on macOS.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.recipe import ConversionError, Recipe
+from lagchand_edge.model import OUTPUT_NAMES
+
+NAME = "coreml"
+PRECISIONS = ("fp16", "fp32", "w8", "int8")
+MODEL_FILE = "model.mlpackage"
+
+
+def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+    from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig, QuantizationScheme
+    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    config = LinearQuantizerConfig.from_dict({"global_config": {
+        "quantization_scheme": QuantizationScheme.symmetric, "activation_dtype": torch.quint8,
+        "weight_dtype": torch.qint8, "weight_per_channel": True}})
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), CoreMLQuantizer(config))
+    with torch.no_grad():
+        for image in recipe.calibration:
+            prepared(image[None])
+    return convert_pt2e(prepared)
+
+
+def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
+    import coremltools as ct
+
+    if recipe.keep_float:
+        raise ConversionError("--keep-float is supported for the executorch target only")
+    if recipe.precision == "int8":
+        model = _w8a8(model, example, recipe)
+    precision = ct.precision.FLOAT32 if recipe.precision == "fp32" else ct.precision.FLOAT16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, (example,)).run_decompositions({})
+        mlmodel = ct.convert(
+            program,
+            inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
+            outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
+            minimum_deployment_target=ct.target.iOS17,
+            compute_precision=precision,
+        )
+        if recipe.precision == "w8":
+            from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+            mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric")))
+    mlmodel.save(str(out_dir / MODEL_FILE))
+    quantizer = {"int8": "CoreMLQuantizer W8A8 (executorch.backends.apple.coreml)", "w8": "linear_quantize_weights (linear_symmetric)"}
+    return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
+
+
+def unavailable_reason() -> str | None:
+    if platform.system() != "Darwin":
+        return "no CoreML runtime on Linux (MLModel.predict needs macOS); the reference interpreter is a later issue"
+    return None
+
+
+class Runner:
+    """`MLModel.predict` on macOS."""
+
+    def __init__(self, path: Path) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise ConversionError(reason)
+        import coremltools as ct
+
+        self.model = ct.models.MLModel(str(path))
+        self.input_shapes = [(1, 3, 256, 256)]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        result = self.model.predict({"image": inputs[0]})
+        return [np.asarray(result[name], dtype=np.float32) for name in OUTPUT_NAMES]
+
+
+def open_runner(path: Path) -> Runner:
+    return Runner(path)

@@ -1,0 +1,82 @@
+"""ExecuTorch `.pte` with the XNNPACK delegate: fp32, and int8 by PT2E (XNNPACKQuantizer,
+per-channel symmetric weights, static activations)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.recipe import Recipe
+
+NAME = "executorch"
+PRECISIONS = ("fp32", "int8")
+MODEL_FILE = "model.pte"
+
+
+def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for name in recipe.keep_float:
+        quantizer.set_module_name(name, None)
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    with torch.no_grad():
+        for image in recipe.calibration:
+            prepared(image[None])
+    return convert_pt2e(prepared)
+
+
+def delegation_summary(edge_program) -> dict:
+    """Which operators XNNPACK took and which fell back to portable kernels (the latency surprise)."""
+    delegated, portable = 0, Counter()
+    for node in edge_program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(getattr(node.target, "__name__", node.target))
+        if "executorch_call_delegate" in name:
+            delegated += 1
+        elif not any(skip in name for skip in ("getitem", "alloc", "view_copy")):
+            portable[name] += 1
+    return {"delegate": "XnnpackBackend", "delegated_subgraphs": delegated, "portable_ops": dict(portable)}
+
+
+def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if recipe.precision == "int8":
+        model = _quantize(model, example, recipe)
+    exported = torch.export.export(model, (example,))
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    summary = delegation_summary(edge.exported_program())
+    program = edge.to_executorch()
+    (out_dir / MODEL_FILE).write_bytes(program.buffer)
+    return {"delegation": summary, "quantizer": "XNNPACKQuantizer(per-channel symmetric, static)" if recipe.quantized else None}
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+class Runner:
+    """The ExecuTorch runtime (portable + XNNPACK kernels) on one .pte."""
+
+    def __init__(self, path: Path) -> None:
+        from executorch.runtime import Runtime
+
+        self.program = Runtime.get().load_program(str(path))
+        self.method = self.program.load_method("forward")
+        meta = self.method.metadata
+        self.input_shapes = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in inputs])
+        return [o.numpy() for o in outputs]
+
+
+def open_runner(path: Path) -> Runner:
+    return Runner(path)

@@ -1,0 +1,101 @@
+"""LiteRT `.tflite` through litert-torch: fp32, fp16 weights, int8 static.
+
+Found on this stack: litert-torch's PT2E int8 path fails in its NHWC layout pass on this
+model ("Attempting to convert non-NHWC compatible node to NHWC: dequantize_per_tensor"), so
+fp16 and int8 go through Google's AI Edge Quantizer on the fp32 .tflite instead
+(float_casting for fp16; static_wi8_ai8 with our calibration images for int8). The int8 model
+has int8 inputs and outputs; the runner quantizes and dequantizes from the tensor details.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.recipe import ConversionError, Recipe
+
+NAME = "tflite"
+PRECISIONS = ("fp32", "fp16", "int8")
+MODEL_FILE = "model.tflite"
+FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+                "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"}, "compute_precision": "FLOAT",
+                              "explicit_dequantize": True}}]
+
+
+def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
+    import litert_torch
+
+    if recipe.keep_float:
+        raise ConversionError("--keep-float is supported for the executorch target only")
+    float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")
+    with contextlib.redirect_stdout(io.StringIO()):
+        litert_torch.convert(model, (example,)).export(str(float_path))
+    if recipe.precision == "fp32":
+        return {"converter": "litert_torch.convert"}
+    from ai_edge_quantizer import quantizer, recipe as aeq_recipe
+
+    q = quantizer.Quantizer(str(float_path))
+    if recipe.precision == "fp16":
+        q.load_quantization_recipe(FP16_RECIPE)
+        result = q.quantize()
+    else:
+        q.load_quantization_recipe(aeq_recipe.static_wi8_ai8())
+        signature, input_name = _signature(float_path)
+        samples = [{input_name: image[None].numpy().astype(np.float32)} for image in recipe.calibration]
+        result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
+    with contextlib.redirect_stdout(io.StringIO()):
+        result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
+    float_path.unlink()
+    return {"converter": "litert_torch.convert + ai_edge_quantizer",
+            "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else "ai_edge_quantizer static_wi8_ai8 (min-max)"}
+
+
+def _signature(path: Path) -> tuple[str, str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    name = next(iter(signatures))
+    return name, signatures[name]["inputs"][0]
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+class Runner:
+    """The LiteRT interpreter (XNNPACK by default). Float in, float out, whatever the model's I/O."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self.input_shapes = [tuple(d["shape"]) for d in self.inputs]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, value in zip(self.inputs, inputs, strict=True):
+            scale, zero = detail["quantization"]
+            if np.issubdtype(detail["dtype"], np.integer) and scale:
+                info = np.iinfo(detail["dtype"])
+                value = np.clip(np.round(value / scale + zero), info.min, info.max)
+            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=detail["dtype"]))
+        self.interpreter.invoke()
+        results = []
+        for detail in self.outputs:
+            value = self.interpreter.get_tensor(detail["index"])
+            scale, zero = detail["quantization"]
+            if np.issubdtype(value.dtype, np.integer) and scale:
+                value = (value.astype(np.float32) - zero) * scale
+            results.append(value.astype(np.float32))
+        return results
+
+
+def open_runner(path: Path) -> Runner:
+    return Runner(path)

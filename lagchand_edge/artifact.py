@@ -1,0 +1,143 @@
+"""Artifacts: a model file (or .mlpackage folder) plus `manifest.json`, and `load_runner`.
+
+The manifest records target, precision, recipe, calibration ids, I/O spec, the source
+checkpoint's hash, tool versions, the artifact's sha256 and size. `load_runner(path)` opens any
+artifact by its manifest (verifying its hash) and returns something called exactly like the
+FP32 model, so drift, profiling and demos never branch on target. Foreign `.pte` / `.tflite`
+files without a manifest open as raw runners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import get_target, target_for_file
+from converters.recipe import ConversionError
+from lagchand_edge.errors import UserError
+from lagchand_edge.model import OUTPUT_NAMES, HandPrediction
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TOOLS = ("lagchand-edge", "torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def tool_versions() -> dict[str, str]:
+    found = {}
+    for name in TOOLS:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    found["python"] = platform.python_version()
+    return found
+
+
+def path_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def path_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def build_manifest(target: str, precision: str, model_file: Path, extra: dict, source: dict, calibration: dict | None,
+                   keep_float: tuple[str, ...], shapes: dict[str, tuple]) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "target": target,
+        "precision": precision,
+        "file": model_file.name,
+        "sha256": path_sha256(model_file),
+        "size_bytes": path_size(model_file),
+        "recipe": {"precision": precision, "keep_float": list(keep_float), **extra},
+        "calibration": calibration,
+        "inputs": [{"name": "image", "shape": list(shapes["image"]), "dtype": "float32", "layout": "NCHW RGB",
+                    "range": [0.0, 1.0], "normalisation": "ImageNet mean/std, applied inside the graph"}],
+        "outputs": [{"name": name, "shape": list(shapes[name]), "dtype": "float32",
+                     "units": "normalised metres, root-relative (middle MCP)" if name != "camera" else "weak perspective (s, tx, ty)"}
+                    for name in OUTPUT_NAMES],
+        "source": source,
+        "tools": tool_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_manifest(artifact_dir: Path, verify: bool = True) -> dict:
+    """The manifest of an artifact folder; refuses newer schemas and tampered model files."""
+    path = Path(artifact_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{artifact_dir}: no {MANIFEST}; not a lagchand-edge artifact") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed manifest ({exc.msg})") from None
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise UserError(f"{path}: manifest schema {manifest['schema_version']} is newer than this lagchand-edge understands ({SCHEMA_VERSION})")
+    model = Path(artifact_dir) / manifest.get("file", "")
+    if not model.exists():
+        raise UserError(f"{artifact_dir}: model file {manifest.get('file')!r} is missing")
+    if verify and path_sha256(model) != manifest.get("sha256"):
+        raise UserError(f"{model}: sha256 does not match the manifest; the artifact was modified or is corrupt")
+    return manifest
+
+
+@dataclass
+class ArtifactRunner:
+    """Calls an artifact like the FP32 model: images (B, 3, 256, 256) in [0, 1] -> HandPrediction."""
+
+    manifest: dict[str, Any]
+    backend: Any
+
+    @property
+    def name(self) -> str:
+        return f"{self.manifest['target']}-{self.manifest['precision']}"
+
+    def raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self.backend.run(inputs)
+
+    def __call__(self, images: np.ndarray) -> HandPrediction:
+        images = np.asarray(images, dtype=np.float32)
+        per_image = [self.backend.run([images[i : i + 1]]) for i in range(len(images))]
+        return HandPrediction(*(np.concatenate([out[k] for out in per_image]) for k in range(len(OUTPUT_NAMES))))
+
+
+def load_runner(path: str | Path) -> ArtifactRunner:
+    """Open an artifact folder (with manifest) or a foreign .pte/.tflite file (raw use only)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if path.is_dir() and (path / MANIFEST).is_file():
+        manifest = read_manifest(path)
+        target = get_target(manifest["target"])
+        model_path = path / manifest["file"]
+    else:
+        name = target_for_file(path)
+        if name is None:
+            raise UserError(f"{path}: not a model this toolkit runs (expected an artifact folder, .pte or .tflite)")
+        target, model_path = get_target(name), path
+        manifest = {"target": name, "precision": "unknown", "file": path.name, "foreign": True}
+    reason = target.unavailable_reason()
+    if reason:
+        raise UserError(f"{path}: cannot run {target.NAME} here: {reason}")
+    try:
+        return ArtifactRunner(manifest, target.open_runner(model_path))
+    except (ConversionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"{model_path}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

@@ -1,0 +1,42 @@
+"""`lagchand-edge convert`: the headline command."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from lagchand_edge.cli.common import emit_json, progress_bar, stdout
+
+
+def convert(
+    target: str = typer.Option("all", help="executorch, tflite, coreml or all."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 (tflite, coreml), int8 (all), w8 (coreml weight-only)."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
+    config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
+    calib_data: Path = typer.Option(None, help="InterHand2.6M-format root for calibration; default: synthetic, made on the fly."),
+    calib_samples: int = typer.Option(32, min=1),
+    keep_float: str = typer.Option("", help="Comma-separated module names kept in float (executorch int8)."),
+    out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
+    force: bool = typer.Option(False, help="Replace existing artifacts."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
+    from lagchand_edge.convert import convert as run, plan
+
+    planned = plan(target, precision)
+    names = tuple(n for n in keep_float.split(",") if n)
+    with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
+        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, names, force, advance)
+    if as_json:
+        emit_json([asdict(r) for r in results])
+        return
+    table = Table(title="artifacts")
+    for column in ("artifact", "size", "max vertex diff vs FP32", "parity check"):
+        table.add_column(column)
+    for r in results:
+        diff = "-" if r.parity_max_vertex_mm is None else f"{r.parity_max_vertex_mm:.4f} mm"
+        table.add_row(str(r.path), f"{r.size_bytes / 1e6:.2f} MB", diff, r.parity_note)
+    stdout.print(table)

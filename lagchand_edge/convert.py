@@ -1,0 +1,120 @@
+"""Convert the FP32 reference to edge artifacts: calibration, per-target conversion, manifest,
+atomic write, and a parity check against FP32 right after conversion."""
+
+from __future__ import annotations
+
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calibration import CalibrationSet, select_calibration
+from converters import TARGETS, get_target
+from converters.recipe import ConversionError, Recipe
+from lagchand_edge.artifact import MANIFEST, build_manifest, load_runner
+from lagchand_edge.checkpoint import bundled_checkpoint, file_sha256, load_checkpoint
+from lagchand_edge.errors import UserError
+from lagchand_edge.io import atomic_dir
+from lagchand_edge.model import OUTPUT_NAMES, DeployModel, LAGCHand
+
+PARITY_IMAGES = 4
+
+
+@dataclass
+class ConvertResult:
+    target: str
+    precision: str
+    path: Path
+    size_bytes: int
+    parity_max_vertex_mm: float | None
+    parity_note: str
+
+
+def synthetic_calibration(count: int, seed: int = 1234) -> CalibrationSet:
+    """A calibration set rendered on the fly (when the user gives no --calib-data)."""
+    from lagchand_edge.data.synth import write_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_dataset(Path(tmp) / "calib", count, seed=seed, split="test", workers=1)
+        chosen = select_calibration(root, count)
+    chosen.source = f"synthetic (seed {seed})"
+    return chosen
+
+
+def plan(target: str, precision: str) -> list[str]:
+    """Targets to build: one, or every target that offers the precision for 'all'."""
+    if target == "all":
+        chosen = [name for name in TARGETS if precision in get_target(name).PRECISIONS]
+        if not chosen:
+            raise UserError(f"no target offers precision {precision!r}")
+        return chosen
+    module = get_target(target)
+    if precision not in module.PRECISIONS:
+        raise UserError(f"target {target} has no precision {precision!r}; choose one of {', '.join(module.PRECISIONS)}")
+    return [target]
+
+
+def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[float | None, str]:
+    """Max vertex difference (mm, normalised units) between the artifact and FP32 on a few images."""
+    try:
+        runner = load_runner(artifact_dir)
+    except UserError as exc:
+        return None, f"skipped: {str(exc).split(': ', 2)[-1]}"
+    with torch.no_grad():
+        reference = model(images)[0].numpy()
+    got = runner(images.numpy()).vertices
+    return float(np.abs(got - reference).max() * 1000), f"{len(images)} images"
+
+
+def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
+                     keep_float: tuple[str, ...], source: dict, force: bool) -> ConvertResult:
+    module = get_target(target)
+    deploy = DeployModel(model).eval()
+    example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
+    recipe = Recipe(precision, calibration.images if calibration is not None else None, keep_float)
+    if keep_float and precision != "int8":
+        raise UserError("--keep-float only applies to --precision int8")
+    with torch.no_grad():
+        shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
+    with atomic_dir(out, force=force) as tmp:
+        try:
+            extra = module.convert(deploy, example, recipe, tmp)
+        except ConversionError as exc:
+            raise UserError(f"{target} {precision}: {exc}") from None
+        except Exception as exc:  # a converter's own failure: name it and the op if it says one
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            raise UserError(f"{target} {precision} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} "
+                            f"(in {Path(last.filename).name}:{last.lineno})") from None
+        manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
+                                  calibration.manifest() if calibration is not None and recipe.quantized else None, keep_float, shapes)
+        import json
+
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
+    diff, note = parity(out, model, images)
+    return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note)
+
+
+def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
+            calib_data: Path | None = None, calib_samples: int = 32, keep_float: tuple[str, ...] = (), force: bool = False,
+            progress=None) -> list[ConvertResult]:
+    """Build the planned artifacts under `out_dir/<target>-<precision>/`."""
+    targets = plan(target, precision)
+    checkpoint_path = Path(checkpoint) if checkpoint else bundled_checkpoint()
+    model = load_checkpoint(checkpoint_path, config)
+    source = {"checkpoint": str(checkpoint_path), "checkpoint_sha256": file_sha256(checkpoint_path), "config": model.cfg.name,
+              "hand_model": model.hand_model_name}
+    needs_calibration = precision in ("int8",) or calib_data is not None
+    calibration = None
+    if needs_calibration:
+        calibration = select_calibration(calib_data, calib_samples) if calib_data else synthetic_calibration(calib_samples)
+    results = []
+    for name in targets:
+        results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
+                                        tuple(keep_float), source, force))
+        if progress:
+            progress(1)
+    return results
