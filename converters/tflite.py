@@ -37,7 +37,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         litert_torch.convert(model, (example,)).export(str(float_path))
     if recipe.precision == "fp32":
         return {"converter": "litert_torch.convert"}
-    from ai_edge_quantizer import quantizer, recipe as aeq_recipe
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import recipe as aeq_recipe
 
     q = quantizer.Quantizer(str(float_path))
     if recipe.precision == "fp16":

@@ -13,7 +13,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ def build_manifest(target: str, precision: str, model_file: Path, extra: dict, s
                     for name in OUTPUT_NAMES],
         "source": source,
         "tools": tool_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -23,6 +23,7 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         raise UserError(f"{target} already exists (use --force to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    tmp.chmod(0o755)
     try:
         yield tmp
         if target.exists():
@@ -30,7 +31,10 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(backup, ignore_errors=True)
             target.rename(backup)
             tmp.rename(target)
-            shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink(missing_ok=True)
+            if backup.is_dir():
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                backup.unlink(missing_ok=True)
         else:
             tmp.rename(target)
     except BaseException:
@@ -46,6 +50,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

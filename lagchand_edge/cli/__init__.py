@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import warnings
 
@@ -9,8 +11,8 @@ import typer
 
 from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
-from lagchand_edge.cli.convert import convert
 from lagchand_edge.cli.common import console
+from lagchand_edge.cli.convert import convert
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
 
@@ -43,7 +45,12 @@ def _root(
 
 def main() -> None:
     """Entry point: user errors end as one line on stderr and exit code 2, never a traceback."""
-    warnings.filterwarnings("ignore", message=r".*(Torch version|scikit-learn version).*")
+    # Third-party chatter that says nothing to a user of this tool (DESIGN.md §5).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    warnings.filterwarnings("ignore", message=r".*(Torch version|scikit-learn version|experimental_preserve_all_tensors|LeafSpec).*")
+    for name in ("coremltools", "absl", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app()  # click itself turns usage errors into exit code 2
     except UserError as exc:

@@ -24,7 +24,8 @@ def convert(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
-    from lagchand_edge.convert import convert as run, plan
+    from lagchand_edge.convert import convert as run
+    from lagchand_edge.convert import plan
 
     planned = plan(target, precision)
     names = tuple(n for n in keep_float.split(",") if n)

@@ -43,7 +43,8 @@ def train(
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
 ) -> None:
     """Train LAGCHand with IntagHand's losses; works unchanged under torchrun (DDP)."""
-    from lagchand_edge.train.loop import TrainOptions, train as run
+    from lagchand_edge.train.loop import TrainOptions
+    from lagchand_edge.train.loop import train as run
 
     options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            limit=limit, resume=resume, mano_dir=mano_dir)

@@ -1,0 +1,136 @@
+"""Converters end to end on the tiny config: real runtimes on real artifacts."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from calibration import select_calibration
+from lagchand_edge.artifact import MANIFEST, load_runner, read_manifest
+from lagchand_edge.checkpoint import save_checkpoint
+from lagchand_edge.convert import convert, plan
+from lagchand_edge.errors import UserError
+from lagchand_edge.model import create_model
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(create_model("tiny"), path, {"note": "random weights for converter tests"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp32_artifacts(tiny_checkpoint, synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp32")
+    return {r.target: r for r in convert("all", "fp32", out, tiny_checkpoint, calib_data=synth_root, calib_samples=4)}
+
+
+@pytest.fixture(scope="module")
+def int8_artifacts(tiny_checkpoint, synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8")
+    return {r.target: r for r in convert("all", "int8", out, tiny_checkpoint, calib_data=synth_root, calib_samples=8)}
+
+
+def _reference(checkpoint, images):
+    from lagchand_edge.checkpoint import load_checkpoint
+
+    with torch.no_grad():
+        return load_checkpoint(checkpoint)(torch.as_tensor(images))
+
+
+def test_fp32_artifacts_reproduce_the_model(fp32_artifacts, tiny_checkpoint, synth_root):
+    images = select_calibration(synth_root, 3, seed=9).images.numpy()
+    vertices = _reference(tiny_checkpoint, images)[0].numpy()
+    for target in ("executorch", "tflite"):
+        result = fp32_artifacts[target]
+        assert result.parity_max_vertex_mm is not None and result.parity_max_vertex_mm <= 0.01
+        got = load_runner(result.path)(images)
+        assert np.abs(got.vertices - vertices).max() * 1000 <= 0.01  # mm
+        assert got.joints.shape == (3, 2, 21, 3) and got.camera.shape == (3, 2, 3)
+
+
+def test_manifest_records_what_a_user_needs(fp32_artifacts, tiny_checkpoint):
+    manifest = read_manifest(fp32_artifacts["executorch"].path)
+    assert manifest["target"] == "executorch" and manifest["precision"] == "fp32"
+    assert manifest["source"]["config"] == "tiny" and len(manifest["source"]["checkpoint_sha256"]) == 64
+    assert manifest["inputs"][0]["shape"] == [1, 3, 256, 256] and manifest["inputs"][0]["range"] == [0.0, 1.0]
+    assert [o["name"] for o in manifest["outputs"]] == ["vertices", "joints", "camera"]
+    assert manifest["size_bytes"] == (fp32_artifacts["executorch"].path / "model.pte").stat().st_size
+    assert manifest["tools"]["executorch"] == "1.5.1"
+    assert manifest["recipe"]["delegation"]["delegated_subgraphs"] >= 1
+
+
+def test_tampered_and_newer_artifacts_are_refused(fp32_artifacts, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(fp32_artifacts["tflite"].path, copy)
+    model = copy / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256 does not match"):
+        load_runner(copy)
+    shutil.copy(fp32_artifacts["tflite"].path / "model.tflite", model)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="newer than this lagchand-edge"):
+        load_runner(copy)
+
+
+def test_foreign_models_open_as_raw_runners(fp32_artifacts, tmp_path):
+    for target, name in (("executorch", "model.pte"), ("tflite", "model.tflite")):
+        foreign = tmp_path / f"other_{name}"
+        shutil.copy(fp32_artifacts[target].path / name, foreign)
+        runner = load_runner(foreign)
+        outputs = runner.raw([np.zeros((1, 3, 256, 256), np.float32)])
+        assert [o.shape for o in outputs] == [(1, 2, 780, 3), (1, 2, 21, 3), (1, 2, 3)]
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    with pytest.raises(UserError, match="not a model this toolkit runs"):
+        load_runner(junk)
+
+
+def test_coreml_converts_but_does_not_run_on_linux(fp32_artifacts):
+    result = fp32_artifacts["coreml"]
+    assert (result.path / "model.mlpackage" / "Manifest.json").is_file()
+    assert result.parity_max_vertex_mm is None and "no CoreML runtime" in result.parity_note
+    with pytest.raises(UserError, match="no CoreML runtime on Linux"):
+        load_runner(result.path)
+
+
+def test_int8_artifacts_are_smaller_and_run(int8_artifacts, fp32_artifacts):
+    assert set(int8_artifacts) == {"executorch", "tflite", "coreml"}
+    for target in ("executorch", "tflite"):
+        assert int8_artifacts[target].parity_max_vertex_mm is not None
+        assert int8_artifacts[target].size_bytes < fp32_artifacts[target].size_bytes
+    assert int8_artifacts["tflite"].size_bytes < 0.5 * fp32_artifacts["tflite"].size_bytes
+    manifest = read_manifest(int8_artifacts["executorch"].path)
+    assert manifest["calibration"]["count"] == 8 and len(manifest["calibration"]["ids"]) == 8
+
+
+def test_int8_tflite_keeps_float_io(int8_artifacts):
+    runner = load_runner(int8_artifacts["tflite"].path)
+    assert runner.backend.inputs[0]["dtype"] == np.int8  # the model itself takes int8
+    prediction = runner(np.random.default_rng(0).random((2, 3, 256, 256), dtype=np.float32))  # callers pass floats
+    assert prediction.vertices.dtype == np.float32 and np.isfinite(prediction.vertices).all()
+
+
+def test_coreml_weight_only_int8(tiny_checkpoint, tmp_path):
+    (result,) = convert("coreml", "w8", tmp_path, tiny_checkpoint)
+    assert read_manifest(result.path)["recipe"]["quantizer"].startswith("linear_quantize_weights")
+
+
+def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artifacts):
+    with pytest.raises(UserError, match="choose one of fp32, int8"):
+        plan("executorch", "fp16")
+    with pytest.raises(UserError, match="unknown target"):
+        plan("onnx", "fp32")
+    with pytest.raises(UserError, match="already exists"):
+        convert("executorch", "fp32", fp32_artifacts["executorch"].path.parent, tiny_checkpoint)
+    with pytest.raises(UserError, match="keep-float is supported for the executorch target only"):
+        convert("tflite", "int8", tmp_path, tiny_checkpoint, keep_float=("graph",), calib_samples=2)
+    assert list(tmp_path.iterdir()) == []  # no partial artifact, no temporary folder

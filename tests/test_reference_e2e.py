@@ -1,0 +1,45 @@
+"""End to end on the reference config with the bundled checkpoint (slow, still run in CI)."""
+
+import numpy as np
+import pytest
+import torch
+
+from calibration import select_calibration
+from lagchand_edge.artifact import load_runner
+from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
+from lagchand_edge.convert import convert
+from lagchand_edge.metrics import aligned_errors
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    from lagchand_edge.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("ref_eval") / "set"
+    write_dataset(root, 32, seed=77, split="test", workers=2)
+    return root
+
+
+def test_bundled_checkpoint_loads_as_the_reference():
+    model = load_checkpoint()
+    assert model.cfg.name == "reference" and bundled_checkpoint().stat().st_size < 20e6
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_reference_fp32_and_int8_artifacts(target, eval_root, tmp_path):
+    calib = select_calibration(eval_root, 32)
+    images = calib.images.numpy()
+    with torch.no_grad():
+        vertices, joints = (t.numpy() for t in load_checkpoint()(calib.images)[:2])
+    (fp32,) = convert(target, "fp32", tmp_path / "fp32", calib_data=eval_root, calib_samples=8)
+    got = load_runner(fp32.path)(images)
+    assert np.abs(got.vertices - vertices).max() * 1000 <= 0.01  # mm
+    (int8,) = convert(target, "int8", tmp_path / "int8", calib_data=eval_root, calib_samples=32)
+    quant = load_runner(int8.path)(images)
+    # MPJPE drift: the int8 prediction scored against the FP32 prediction (IntagHand alignment), mm
+    drift, _ = aligned_errors(quant.joints * 1000, joints * 1000)
+    print(f"{target} int8: drift {drift.mean():.3f} mm, size {int8.size_bytes / fp32.size_bytes:.2%} of fp32")
+    assert np.isfinite(drift).all()
+    assert int8.size_bytes < 0.5 * fp32.size_bytes
