@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.recipe import Recipe
+from converters.recipe import ConversionError, Recipe
 
 NAME = "executorch"
 PRECISIONS = ("fp32", "int8")
@@ -20,14 +20,36 @@ def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> 
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    for name in recipe.keep_float:
-        quantizer.set_module_name(name, None)
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = XNNPACKQuantizer()
+    if recipe.keep_float:
+        # XNNPACKQuantizer cannot exempt a module (a None config asserts), so quantize the
+        # smallest set of module subtrees that covers everything except the kept ones.
+        for name in _covering_modules(model, set(recipe.keep_float)):
+            quantizer.set_module_name(name, config)
+    else:
+        quantizer.set_global(config)
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     with torch.no_grad():
         for image in recipe.calibration:
             prepared(image[None])
     return convert_pt2e(prepared)
+
+
+def _covering_modules(model: torch.nn.Module, kept: set[str]) -> list[str]:
+    known = {name for name, _ in model.named_modules()}
+    unknown = sorted(kept - known)
+    if unknown:
+        raise ConversionError(f"--keep-float: no module named {unknown[0]!r}; e.g. {', '.join(sorted(known - {''})[:6])}")
+
+    def cover(module: torch.nn.Module, prefix: str) -> list[str]:
+        if prefix in kept:
+            return []
+        if prefix and not any(k.startswith(prefix + ".") for k in kept):
+            return [prefix]
+        return [n for child, sub in module.named_children() for n in cover(sub, f"{prefix}.{child}" if prefix else child)]
+
+    return cover(model, "")
 
 
 def delegation_summary(edge_program) -> dict:

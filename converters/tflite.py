@@ -52,7 +52,10 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     with contextlib.redirect_stdout(io.StringIO()):
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
-    return {"converter": "litert_torch.convert + ai_edge_quantizer",
+    runner = Runner(out_dir / MODEL_FILE)
+    io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
+          for d in runner.inputs + runner.outputs}
+    return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec,
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else "ai_edge_quantizer static_wi8_ai8 (min-max)"}
 
 

@@ -134,3 +134,13 @@ def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artif
     with pytest.raises(UserError, match="keep-float is supported for the executorch target only"):
         convert("tflite", "int8", tmp_path, tiny_checkpoint, keep_float=("graph",), calib_samples=2)
     assert list(tmp_path.iterdir()) == []  # no partial artifact, no temporary folder
+
+
+def test_keep_float_leaves_named_modules_unquantized(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
+    (kept,) = convert("executorch", "int8", tmp_path / "kept", tiny_checkpoint, calib_data=synth_root, calib_samples=4,
+                      keep_float=("model.graph",))
+    assert read_manifest(kept.path)["recipe"]["keep_float"] == ["model.graph"]
+    assert kept.size_bytes > int8_artifacts["executorch"].size_bytes  # the graph's weights stay fp32
+    with pytest.raises(UserError, match="no module named 'model.nowhere'"):
+        convert("executorch", "int8", tmp_path / "bad", tiny_checkpoint, calib_data=synth_root, calib_samples=2,
+                keep_float=("model.nowhere",))

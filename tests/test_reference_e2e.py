@@ -40,6 +40,8 @@ def test_reference_fp32_and_int8_artifacts(target, eval_root, tmp_path):
     quant = load_runner(int8.path)(images)
     # MPJPE drift: the int8 prediction scored against the FP32 prediction (IntagHand alignment), mm
     drift, _ = aligned_errors(quant.joints * 1000, joints * 1000)
-    print(f"{target} int8: drift {drift.mean():.3f} mm, size {int8.size_bytes / fp32.size_bytes:.2%} of fp32")
-    assert np.isfinite(drift).all()
+    print(f"{target} int8: MPJPE drift {drift.mean():.3f} mm, size {int8.size_bytes / fp32.size_bytes:.2%} of fp32")
+    # The 1.0 mm drift and 30 % size goals are not met yet (README, "Measured"); this pins
+    # that int8 artifacts run and stay within an order of magnitude of the FP32 reference.
+    assert np.isfinite(drift).all() and drift.mean() < 30.0
     assert int8.size_bytes < 0.5 * fp32.size_bytes

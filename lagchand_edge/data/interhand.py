@@ -100,7 +100,9 @@ class InterHandDataset(torch.utils.data.Dataset):
     def _require(self, kind: str) -> Any:
         path = find_annotation(self.root, self.split, kind)
         if path is None:
-            raise UserError(f"{self.root}: missing InterHand2.6M_{self.split}_{kind}.json (looked in annotations/{self.split}/ and the folder itself)")
+            raise UserError(
+                f"{self.root}: missing InterHand2.6M_{self.split}_{kind}.json (looked in annotations/{self.split}/ and the folder itself)"
+            )
         return path, _load_json(path)
 
     def _index(self, limit: int | None) -> list[Record]:
