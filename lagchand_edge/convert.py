@@ -3,6 +3,7 @@ atomic write, and a parity check against FP32 right after conversion."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -90,8 +91,6 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
                             f"(in {Path(last.filename).name}:{last.lineno})") from None
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
                                   calibration.manifest() if calibration is not None and recipe.quantized else None, keep_float, shapes)
-        import json
-
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
     diff, note = parity(out, model, images)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -106,4 +105,3 @@ def bench(
         write_dataset(Path(tmp) / "bench", num, 0, "test", (size, size), workers or None)
         elapsed = time.perf_counter() - start
     stdout.print(f"rendered {num} images at {size}x{size} in {elapsed:.2f} s: {num / elapsed:.1f} images/s")
-    np.random.default_rng()  # keep numpy imported for consistent timing of the first call
