@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lagchand_edge.data.interhand import InterHandDataset
+from lagchand_edge.data.transforms import to_model_input
 
 
 @dataclass
@@ -43,5 +44,5 @@ def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test
             if queue and len(chosen) < count:
                 chosen.append(int(queue.pop(0)))
     samples = [dataset.load(i) for i in chosen]
-    images = torch.as_tensor(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float() / 255.0
+    images = to_model_input(np.stack([s["image"] for s in samples]))
     return CalibrationSet([s["sample_id"] for s in samples], images, f"{root} [{split}]")

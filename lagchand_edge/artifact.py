@@ -23,6 +23,7 @@ import numpy as np
 from converters import get_target, target_for_file
 from converters.recipe import ConversionError
 from lagchand_edge.errors import UserError
+from lagchand_edge.io import update_digest
 from lagchand_edge.model import OUTPUT_NAMES, HandPrediction
 
 SCHEMA_VERSION = 1
@@ -48,9 +49,7 @@ def path_sha256(path: Path) -> str:
     for file in files:
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        update_digest(digest, file)
     return digest.hexdigest()
 
 
@@ -80,7 +79,7 @@ def build_manifest(target: str, precision: str, model_file: Path, extra: dict, s
     }
 
 
-def read_manifest(artifact_dir: Path, verify: bool = True) -> dict:
+def read_manifest(artifact_dir: Path) -> dict:
     """The manifest of an artifact folder; refuses newer schemas and tampered model files."""
     path = Path(artifact_dir) / MANIFEST
     try:
@@ -94,7 +93,7 @@ def read_manifest(artifact_dir: Path, verify: bool = True) -> dict:
     model = Path(artifact_dir) / manifest.get("file", "")
     if not model.exists():
         raise UserError(f"{artifact_dir}: model file {manifest.get('file')!r} is missing")
-    if verify and path_sha256(model) != manifest.get("sha256"):
+    if path_sha256(model) != manifest.get("sha256"):
         raise UserError(f"{model}: sha256 does not match the manifest; the artifact was modified or is corrupt")
     return manifest
 
@@ -105,10 +104,6 @@ class ArtifactRunner:
 
     manifest: dict[str, Any]
     backend: Any
-
-    @property
-    def name(self) -> str:
-        return f"{self.manifest['target']}-{self.manifest['precision']}"
 
     def raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self.backend.run(inputs)

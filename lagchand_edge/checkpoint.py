@@ -6,7 +6,6 @@ config or hand is refused with a clear message instead of a shape error deep in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -16,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_write_bytes
+from lagchand_edge.io import atomic_write_bytes, file_sha256
 from lagchand_edge.model import LAGCHand, create_model
 from lagchand_edge.model.config import CONFIGS
 
@@ -31,14 +30,6 @@ def bundled_checkpoint() -> Path:
 
 def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: LAGCHand, path: Path, info: dict[str, Any], half: bool = False) -> None:

@@ -16,9 +16,9 @@ from calibration import CalibrationSet, select_calibration
 from converters import TARGETS, get_target
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.artifact import MANIFEST, build_manifest, load_runner
-from lagchand_edge.checkpoint import bundled_checkpoint, file_sha256, load_checkpoint
+from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_dir
+from lagchand_edge.io import atomic_dir, file_sha256
 from lagchand_edge.model import OUTPUT_NAMES, DeployModel, LAGCHand
 
 PARITY_IMAGES = 4
@@ -76,8 +76,6 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
     deploy = DeployModel(model).eval()
     example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
     recipe = Recipe(precision, calibration.images if calibration is not None else None, keep_float)
-    if keep_float and precision != "int8":
-        raise UserError("--keep-float only applies to --precision int8")
     with torch.no_grad():
         shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
     with atomic_dir(out, force=force) as tmp:
@@ -102,13 +100,14 @@ def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None 
             progress=None) -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/`."""
     targets = plan(target, precision)
+    if keep_float and precision != "int8":
+        raise UserError("--keep-float only applies to --precision int8")
     checkpoint_path = Path(checkpoint) if checkpoint else bundled_checkpoint()
     model = load_checkpoint(checkpoint_path, config)
     source = {"checkpoint": str(checkpoint_path), "checkpoint_sha256": file_sha256(checkpoint_path), "config": model.cfg.name,
               "hand_model": model.hand_model_name}
-    needs_calibration = precision in ("int8",) or calib_data is not None
     calibration = None
-    if needs_calibration:
+    if precision == "int8" or calib_data is not None:
         calibration = select_calibration(calib_data, calib_samples) if calib_data else synthetic_calibration(calib_samples)
     results = []
     for name in targets:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from lagchand_edge.data.interhand import InterHandDataset, collate
+from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.metrics import evaluate_hands
 from lagchand_edge.model import LAGCHand
 from lagchand_edge.train.targets import normalise_hands
@@ -35,7 +36,7 @@ def evaluate_model(
     pred_j, pred_v, gt_j, gt_v, valid = [], [], [], [], []
     with torch.no_grad():
         for batch in _batches(dataset, batch_size):
-            images = batch["image"].permute(0, 3, 1, 2).float().div(255.0).to(device)
+            images = to_model_input(batch["image"]).to(device)
             vertices, joints = model(images)[:2]
             pred_j.append(joints.cpu().numpy())
             pred_v.append(vertices.cpu().numpy())

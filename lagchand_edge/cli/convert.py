@@ -34,10 +34,15 @@ def convert(
     if as_json:
         emit_json([asdict(r) for r in results])
         return
-    table = Table(title="artifacts")
+    stdout.print(artifacts_table(results, "artifacts"))
+
+
+def artifacts_table(results, title: str) -> Table:
+    """One row per converted artifact: where, how big, how far from FP32."""
+    table = Table(title=title)
     for column in ("artifact", "size", "max vertex diff vs FP32", "parity check"):
         table.add_column(column)
     for r in results:
         diff = "-" if r.parity_max_vertex_mm is None else f"{r.parity_max_vertex_mm:.4f} mm"
         table.add_row(str(r.path), f"{r.size_bytes / 1e6:.2f} MB", diff, r.parity_note)
-    stdout.print(table)
+    return table

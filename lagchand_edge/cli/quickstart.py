@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from lagchand_edge.cli.common import progress_bar, stdout
+from lagchand_edge.cli.convert import artifacts_table
 from lagchand_edge.cli.data import _print_summary
 
 
@@ -29,11 +29,5 @@ def quickstart(
     for precision in [p for p in precisions.split(",") if p]:
         with progress_bar(f"converting {precision}", 3) as advance:
             results += convert("all", precision, out / "artifacts", calib_data=data, calib_samples=num, force=force, progress=advance)
-    table = Table(title="artifacts from the bundled checkpoint")
-    for column in ("artifact", "MB", "max vertex diff vs FP32", "parity"):
-        table.add_column(column)
-    for r in results:
-        diff = "-" if r.parity_max_vertex_mm is None else f"{r.parity_max_vertex_mm:.4f} mm"
-        table.add_row(f"{r.target}-{r.precision}", f"{r.size_bytes / 1e6:.2f}", diff, r.parity_note)
-    stdout.print(table)
+    stdout.print(artifacts_table(results, "artifacts from the bundled checkpoint"))
     stdout.print(f"[green]done[/]: {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,3 +35,8 @@ def crop_intrinsics(k: np.ndarray, box: tuple[float, float, float], size: int) -
     out[0, 2] = (k[0, 2] - x0) * s
     out[1, 2] = (k[1, 2] - y0) * s
     return out
+
+
+def to_model_input(images) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images (array or tensor) -> float (B, 3, H, W) in [0, 1], the model's input."""
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from lagchand_edge.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from lagchand_edge.data.interhand import InterHandDataset, collate
+from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.errors import UserError
 from lagchand_edge.io import atomic_write_bytes
 from lagchand_edge.model import create_model
@@ -46,7 +47,7 @@ class TrainOptions:
 
 def prepare_batch(batch: dict, image_size: int, heatmap_size: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, dict]:
     """Images as (B, 3, H, W) floats in [0, 1] (colour-jittered with `rng`) and training targets."""
-    images = batch["image"].permute(0, 3, 1, 2).float() / 255.0
+    images = to_model_input(batch["image"])
     if rng is not None:
         b = images.shape[0]
         gain = torch.as_tensor(rng.uniform(0.75, 1.25, (b, 3, 1, 1)), dtype=torch.float32)
