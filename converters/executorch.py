@@ -16,24 +16,37 @@ PRECISIONS = ("fp32", "int8")
 MODEL_FILE = "model.pte"
 
 
-def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, keep_float: tuple[str, ...] = (),
+                  only: tuple[str, ...] | None = None, named: torch.nn.Module | None = None) -> torch.nn.Module:
+    """PT2E int8 (XNNPACKQuantizer) of an exported graph module, calibrated on `calibration`.
+
+    `keep_float` names modules left in float; `only` (instead) names the only modules quantized.
+    `named` is the eager model whose module names those refer to (default: `module`).
+    """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer()
-    if recipe.keep_float:
+    if only is not None:
+        for name in only:
+            quantizer.set_module_name(name, config)
+    elif keep_float:
         # XNNPACKQuantizer cannot exempt a module (a None config asserts), so quantize the
         # smallest set of module subtrees that covers everything except the kept ones.
-        for name in _covering_modules(model, set(recipe.keep_float)):
+        for name in _covering_modules(named if named is not None else module, set(keep_float)):
             quantizer.set_module_name(name, config)
     else:
         quantizer.set_global(config)
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    prepared = prepare_pt2e(module, quantizer)
     with torch.no_grad():
-        for image in recipe.calibration:
+        for image in calibration:
             prepared(image[None])
     return convert_pt2e(prepared)
+
+
+def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+    return quantize_pt2e(torch.export.export(model, (example,)).module(), recipe.calibration, recipe.keep_float, named=model)
 
 
 def _covering_modules(model: torch.nn.Module, kept: set[str]) -> list[str]:

@@ -43,6 +43,27 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder; on success move its files into `folder` (kept, not replaced).
+
+    Reports share a folder (a drift report beside a profile makes the accuracy-vs-latency
+    chart), so each command adds its own files; `marker` (its main file) must not exist unless `force`.
+    """
+    folder = Path(folder)
+    if (folder / marker).exists() and not force:
+        raise UserError(f"{folder / marker} already exists (use --force to replace it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{marker}.", suffix=".partial", dir=folder))
+    try:
+        yield tmp
+        for file in sorted(tmp.iterdir()):
+            file.chmod(0o644)
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file through a temporary name and `os.replace`."""
     path = Path(path)

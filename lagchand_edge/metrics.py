@@ -16,15 +16,10 @@ def _bone(joints: np.ndarray) -> np.ndarray:
     return np.linalg.norm(joints[..., MIDDLE_MCP, :] - joints[..., WRIST, :], axis=-1)
 
 
-def aligned_errors(
-    pred_joints: np.ndarray,
-    gt_joints: np.ndarray,
-    pred_vertices: np.ndarray | None = None,
-    gt_vertices: np.ndarray | None = None,
-    root: str = "mcp",
-    rescale: bool = True,
+def align_to_gt(
+    pred_joints: np.ndarray, gt_joints: np.ndarray, pred_vertices: np.ndarray | None = None, root: str = "mcp", rescale: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-joint (..., 21) and per-vertex (..., V) errors in GT units after alignment.
+    """Predictions in the frame the protocol compares them in: root-relative, rescaled to GT's bone (GT units).
 
     Arrays are (..., 21, 3) / (..., V, 3); any leading shape (batch, hand) is kept.
     """
@@ -33,12 +28,29 @@ def aligned_errors(
     gt_joints = np.asarray(gt_joints, np.float64)
     scale = _bone(gt_joints) / np.maximum(_bone(pred_joints), 1e-12) if rescale else np.ones(gt_joints.shape[:-2])
     scale = scale[..., None, None]
-    pred_root, gt_root = pred_joints[..., r : r + 1, :], gt_joints[..., r : r + 1, :]
-    joint_err = np.linalg.norm((pred_joints - pred_root) * scale - (gt_joints - gt_root), axis=-1)
+    pred_root = pred_joints[..., r : r + 1, :]
+    joints = (pred_joints - pred_root) * scale
+    vertices = None if pred_vertices is None else (np.asarray(pred_vertices, np.float64) - pred_root) * scale
+    return joints, vertices
+
+
+def aligned_errors(
+    pred_joints: np.ndarray,
+    gt_joints: np.ndarray,
+    pred_vertices: np.ndarray | None = None,
+    gt_vertices: np.ndarray | None = None,
+    root: str = "mcp",
+    rescale: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-joint (..., 21) and per-vertex (..., V) errors in GT units after alignment."""
+    r = root_index(root)
+    gt_joints = np.asarray(gt_joints, np.float64)
+    gt_root = gt_joints[..., r : r + 1, :]
+    joints, vertices = align_to_gt(pred_joints, gt_joints, pred_vertices, root, rescale)
+    joint_err = np.linalg.norm(joints - (gt_joints - gt_root), axis=-1)
     vert_err = None
-    if pred_vertices is not None and gt_vertices is not None and np.shape(gt_vertices)[-2] > 0:
-        pv = (np.asarray(pred_vertices, np.float64) - pred_root) * scale
-        vert_err = np.linalg.norm(pv - (np.asarray(gt_vertices, np.float64) - gt_root), axis=-1)
+    if vertices is not None and gt_vertices is not None and np.shape(gt_vertices)[-2] > 0:
+        vert_err = np.linalg.norm(vertices - (np.asarray(gt_vertices, np.float64) - gt_root), axis=-1)
     return joint_err, vert_err
 
 

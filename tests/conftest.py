@@ -36,3 +36,31 @@ def synth_train_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth_train") / "set"
     write_dataset(root, 16, seed=5, split="train", workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny-config checkpoint with random weights (converters, drift and profiling tests)."""
+    from lagchand_edge.checkpoint import save_checkpoint
+    from lagchand_edge.model import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(create_model("tiny"), path, {"note": "random weights for converter tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def fp32_artifacts(tiny_checkpoint, synth_root, tmp_path_factory) -> dict:
+    from lagchand_edge.convert import convert
+
+    out = tmp_path_factory.mktemp("fp32")
+    return {r.target: r for r in convert("all", "fp32", out, tiny_checkpoint, calib_data=synth_root, calib_samples=4)}
+
+
+@pytest.fixture(scope="session")
+def int8_artifacts(tiny_checkpoint, synth_root, tmp_path_factory) -> dict:
+    from lagchand_edge.convert import convert
+
+    out = tmp_path_factory.mktemp("int8")
+    return {r.target: r for r in convert("all", "int8", out, tiny_checkpoint, calib_data=synth_root, calib_samples=8)}

@@ -9,30 +9,8 @@ import torch
 
 from calibration import select_calibration
 from lagchand_edge.artifact import MANIFEST, load_runner, read_manifest
-from lagchand_edge.checkpoint import save_checkpoint
 from lagchand_edge.convert import convert, plan
 from lagchand_edge.errors import UserError
-from lagchand_edge.model import create_model
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(create_model("tiny"), path, {"note": "random weights for converter tests"})
-    return path
-
-
-@pytest.fixture(scope="module")
-def fp32_artifacts(tiny_checkpoint, synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fp32")
-    return {r.target: r for r in convert("all", "fp32", out, tiny_checkpoint, calib_data=synth_root, calib_samples=4)}
-
-
-@pytest.fixture(scope="module")
-def int8_artifacts(tiny_checkpoint, synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8")
-    return {r.target: r for r in convert("all", "int8", out, tiny_checkpoint, calib_data=synth_root, calib_samples=8)}
 
 
 def _reference(checkpoint, images):

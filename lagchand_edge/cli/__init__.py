@@ -13,6 +13,8 @@ from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
 from lagchand_edge.cli.common import console
 from lagchand_edge.cli.convert import convert
+from lagchand_edge.cli.drift import drift
+from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
 
@@ -28,6 +30,9 @@ app.command()(model.info)
 app.command()(model.train)
 app.command()(model.evaluate)
 app.command()(convert)
+app.command()(drift)
+app.command()(profile)
+app.add_typer(anchors_app, name="anchors")
 
 
 def _version(value: bool) -> None:

@@ -40,6 +40,7 @@ class TrainOptions:
     seed: int = 0
     limit: int | None = None
     resume: bool = False
+    init: Path | None = None  # start from these weights (fine-tuning), with a fresh optimizer
     edge_from: float = 0.5  # fraction of epochs after which the edge loss joins (IntagHand)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     mano_dir: Path | None = None
@@ -113,6 +114,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
         model = load_checkpoint(opts.out, opts.config, dataset.hands).train()
         info = json.loads(sidecar_path(opts.out).read_text())
         start_epoch = int(info.get("epoch", 0))
+    elif opts.init is not None:
+        model = load_checkpoint(opts.init, opts.config, dataset.hands).train()
     else:
         model = create_model(opts.config, dataset.hands).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)

@@ -6,8 +6,24 @@ from dataclasses import dataclass
 
 import torch
 
+from lagchand_edge.errors import UserError
+
 #: IntagHand's weights (DESIGN.md §0); the edge term joins from mid-training.
 DEFAULT_WEIGHTS = {"vertex": 100.0, "vertex_2d": 50.0, "joint": 100.0, "joint_2d": 50.0, "normal": 10.0, "edge": 2000.0, "heatmap": 100.0}
+
+
+def parse_weights(overrides: list[str]) -> dict[str, float]:
+    """DEFAULT_WEIGHTS with `name=value` overrides applied (a user's typo is a clear error)."""
+    weights = dict(DEFAULT_WEIGHTS)
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in weights:
+            raise UserError(f"unknown loss {name!r} in --loss-weight {item!r}; choose one of {', '.join(weights)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise UserError(f"--loss-weight {item!r}: expected NAME=NUMBER") from None
+    return weights
 
 
 def vertex_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

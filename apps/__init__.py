@@ -1,0 +1,1 @@
+"""Programs built on lagchand-edge, and standalone ones to copy to devices."""

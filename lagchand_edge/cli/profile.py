@@ -1,0 +1,77 @@
+"""`lagchand-edge profile` and `lagchand-edge anchors fetch`: latency, honestly labelled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from lagchand_edge.cli.common import emit_json, progress_bar, stdout
+
+anchors_app = typer.Typer(help="MediaPipe hand-landmark models as latency anchors (opt-in download).", no_args_is_help=True)
+
+
+@anchors_app.command("fetch")
+def anchors_fetch() -> None:
+    """Download mediapipe==0.10.14 from the package index, keep only its two hand-landmark .tflite files (sha256-checked)."""
+    from lagchand_edge.profile.anchors import fetch
+
+    for path in fetch():
+        stdout.print(f"saved {path}")
+
+
+def profile(
+    paths: list[Path] = typer.Argument(None, help="Artifact folders (or folders holding them), or foreign .tflite / .pte files."),
+    threads: int = typer.Option(2, help="Threads for every runtime (and the eager model)."),
+    warmup: int = typer.Option(10, help="Warm-up runs before timing."),
+    runs: int = typer.Option(50, help="Timed runs per series (two series; raised automatically if they disagree by > 10%)."),
+    anchor: bool = typer.Option(False, "--anchor", help="Also time MediaPipe's hand_landmark_full/lite (run `anchors fetch` once)."),
+    merge: list[Path] = typer.Option([], help="Device-runner JSON records (from a phone or board) to fold into the report."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint of the eager FP32 model timed alongside; default: the bundled one."),
+    no_ops: bool = typer.Option(False, "--no-ops", help="Skip the op-level breakdown."),
+    out: Path = typer.Option(Path("runs/profile"), help="Report folder (profile.json / .md / .html); a drift report there adds accuracy vs latency."),
+    force: bool = typer.Option(False, help="Replace an existing profile in OUT."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Latency of each artifact in its real runtime (host proxy), with the eager FP32 model and optional anchors timed alongside."""
+    from lagchand_edge.errors import UserError
+    from lagchand_edge.io import report_files
+    from lagchand_edge.profile.anchors import cached_anchors
+    from lagchand_edge.profile.report import goals, op_summary, table_rows, write_profile_report
+    from lagchand_edge.profile.session import Settings, expand, run_session
+
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
+    if not paths and not merge and not anchor:
+        raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
+    anchors = cached_anchors() if anchor else None
+    count = 1 + len(expand(list(paths or []))) + len(anchors or {})
+    with report_files(out, "profile.json", force=force) as tmp:
+        with progress_bar("profiling", count) as advance:
+            session = run_session(list(paths or []), Settings(threads, warmup, runs, not no_ops), checkpoint, anchors, merge, advance)
+        drift_report = out / "report.json"
+        if drift_report.is_file():
+            (tmp / "report.json").write_bytes(drift_report.read_bytes())
+        write_profile_report(session, tmp)
+    if as_json:
+        emit_json({**session, "results": [{k: v for k, v in r.items() if k != "record"} | {"latency_ms": r.get("record", {}).get("latency_ms")}
+                                          for r in session["results"]]})
+        return
+    rows = table_rows(session)
+    table = Table(title=f"latency, {threads} threads, {session['machine']['cpu']} ({session['label']}; report: {out / 'profile.html'})")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows[1:]:
+        table.add_row(*row)
+    stdout.print(table)
+    for line in (line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)):
+        stdout.print(line, highlight=False)
+    summary = goals(session)
+    for target, ratio in summary["int8_speedup_vs_eager"].items():
+        stdout.print(f"goal: int8 {target} speed-up vs eager FP32 = {ratio:.2f}x (goal >= 4x)")
+    if "best_int8_vs_mediapipe_full" in summary:
+        best = summary["best_int8_vs_mediapipe_full"]
+        stdout.print(f"goal: best int8 ({best['artifact']}) / MediaPipe hand_landmark_full p50 = {best['ratio']:.2f}x (goal <= 1.0x)")
+    for name, note in summary["stability"].items():
+        stdout.print(f"stability of {name}: {note}")

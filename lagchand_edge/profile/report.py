@@ -1,0 +1,109 @@
+"""The profile report: profile.json, profile.md, profile.html, latency plots, the issue's goal
+ratios, and (when a drift report sits in the same folder) one accuracy-vs-latency chart."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from lagchand_edge.plots import figure, html_figures, plot_scatter, save_figure
+
+DRIFT_REPORT = "report.json"
+
+
+def goals(session: dict) -> dict:
+    """The ratios issue #6 asks for, from this session's own measurements."""
+    ok = [r for r in session["results"] if r["status"] == "OK" and not r.get("merged")]
+    int8 = {r["target"]: r for r in ok if r.get("precision") == "int8"}
+    out: dict = {"int8_speedup_vs_eager": {t: r["speedup_vs_eager"] for t, r in int8.items()}, "speedup_goal": 4.0}
+    anchor = next((r for r in ok if r["artifact"] == "mediapipe:hand_landmark_full"), None)
+    if int8 and anchor:
+        best = min(int8.values(), key=lambda r: r["record"]["latency_ms"]["p50"])
+        ratio = best["record"]["latency_ms"]["p50"] / anchor["record"]["latency_ms"]["p50"]
+        out["best_int8_vs_mediapipe_full"] = {"artifact": best["artifact"], "ratio": ratio, "goal": 1.0}
+    out["stability"] = {r["artifact"]: r["record"]["stability"]["note"] for r in ok}
+    return out
+
+
+def table_rows(session: dict) -> list[list[str]]:
+    header = ["artifact", "runtime", "precision", "where", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "trimmed mean ms",
+              "speed-up vs eager", "peak RSS +MB", "size MB", "status"]
+    rows = [header]
+    for r in session["results"]:
+        if r["status"] != "OK":
+            rows.append([r["artifact"], str(r.get("target")), str(r.get("precision")), r["label"]] + ["-"] * 9 + [f"{r['status']}: {r['reason']}"])
+            continue
+        rec, lat = r["record"], r["record"]["latency_ms"]
+        rows.append([r["artifact"], rec["runtime"], str(r.get("precision")), r["label"], f"{rec['load_ms']:.0f}", f"{rec['first_inference_ms']:.1f}",
+                     f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['trimmed_mean']:.2f}",
+                     f"{r.get('speedup_vs_eager', 0):.2f}x", f"{rec['peak_rss_increase_mb']:.0f}", f"{rec['size_bytes'] / 1e6:.2f}", "OK"])
+    return rows
+
+
+def _plot_latency(session: dict, path: Path) -> None:
+    plt = figure()
+    ok = [r for r in session["results"] if r["status"] == "OK"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(ok) + 1.5))
+    ax.boxplot([r["record"]["latencies_ms"] for r in ok], vert=False, tick_labels=[r["artifact"] for r in ok], showfliers=True)
+    ax.set_xlabel(f"latency per inference (ms), {session['settings']['threads']} threads ({session['label']})")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("latency distribution per artifact")
+    save_figure(fig, path)
+
+
+def _accuracy_rows(session: dict, drift: dict) -> list[dict]:
+    """Drift-report rows that were profiled here, with their p50 latency attached."""
+    latency = {r["sha256"]: r["record"]["latency_ms"]["p50"] for r in session["results"] if r["status"] == "OK" and r.get("sha256")}
+    rows = [dict(r, latency_p50_ms=latency[r["sha256"]]) for r in drift.get("artifacts", []) if "accuracy" in r and r.get("sha256") in latency]
+    return rows
+
+
+def op_summary(row: dict) -> list[str]:
+    """Where the time goes, in a few lines (the report's op breakdown)."""
+    ops = row["record"].get("op_breakdown")
+    if not ops:
+        return []
+    if "top_ops" in ops:
+        lines = [f"{row['artifact']}: {ops['execute_ms']:.1f} ms in Method::execute; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
+                 f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})"]
+        lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
+        return lines
+    fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
+    return [f"{row['artifact']}: {ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
+            f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
+
+
+def write_profile_report(session: dict, out: Path) -> None:
+    images = []
+    if any(r["status"] == "OK" for r in session["results"]):
+        _plot_latency(session, out / "latency.png")
+        images.append(("latency distribution", out / "latency.png"))
+    drift_path = out / DRIFT_REPORT
+    if drift_path.is_file():
+        drift = json.loads(drift_path.read_text())
+        rows = _accuracy_rows(session, drift)
+        if rows:
+            plot_scatter(rows, "latency_p50_ms", f"p50 latency (ms, {session['label']})", out / "accuracy-vs-latency.png", pareto=True)
+            images.append(("accuracy vs latency (Pareto front dashed)", out / "accuracy-vs-latency.png"))
+    session["goals"] = goals(session)
+    (out / "profile.json").write_text(json.dumps(session, indent=1))
+    table = table_rows(session)
+    ops = [line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)]
+    md = [f"# LAGCHand latency ({session['label']}: {session['machine']['cpu']}, {session['settings']['threads']} threads)", "",
+          "| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])] + ["| " + " | ".join(r) + " |" for r in table[1:]]
+    md += ["", "## Goals", "", "```", json.dumps(session["goals"], indent=1), "```", "", "## Where the time goes", "", "```", *ops, "```", ""]
+    md += [f"![{t}]({p.name})" for t, p in images]
+    (out / "profile.md").write_text("\n".join(md) + "\n")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    figures = html_figures(images)
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}img{max-width:640px}")
+    (out / "profile.html").write_text(
+        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>LAGCHand latency</title><style>{style}</style></head><body>"
+        f"<h1>LAGCHand latency ({html.escape(session['label'])})</h1><p>Host numbers are a proxy, not on-device numbers.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<h2>Goals</h2><pre>{html.escape(json.dumps(session['goals'], indent=1))}</pre>"
+        f"<h2>Where the time goes</h2><pre>{html.escape(chr(10).join(ops))}</pre>{figures}</body></html>\n")
+

@@ -1,0 +1,161 @@
+"""One profiling session: every artifact, the FP32 eager model and the anchors, each timed in a
+fresh process with the same threads and input shape, so load time and peak memory are its own.
+
+Artifacts run through the standalone device runner (`apps/device_runner/device_runner.py`),
+the same program users copy to their devices; its records from devices merge in unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from apps.device_runner import device_runner
+from converters import target_for_file
+from lagchand_edge.artifact import MANIFEST, read_manifest
+from lagchand_edge.errors import UserError
+
+HOST_LABEL = "host proxy"
+
+
+@dataclass
+class Settings:
+    threads: int
+    warmup: int
+    runs: int
+    ops: bool = True
+
+    def flags(self) -> list[str]:
+        return ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs)]
+
+
+def _run_json(command: list[str]) -> dict:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        message = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else f"exit {done.returncode}")
+        raise RuntimeError(message.removeprefix("error: "))
+    return json.loads(done.stdout)
+
+
+def model_file(path: Path) -> tuple[Path, dict]:
+    """The model file of an artifact folder (with its manifest) or a foreign model file."""
+    if path.is_dir():
+        if not (path / MANIFEST).is_file():
+            raise UserError(f"{path}: not an artifact folder (no {MANIFEST})")
+        manifest = read_manifest(path)
+        return path / manifest["file"], manifest
+    if target_for_file(path) is None:
+        raise UserError(f"{path}: not a model this toolkit profiles (expected an artifact folder, .pte or .tflite)")
+    return path, {"target": target_for_file(path), "precision": "unknown", "foreign": True}
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Artifact folders or model files, with folders of artifacts expanded."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: not found")
+        if path.is_dir() and not (path / MANIFEST).is_file():
+            inside = sorted(p.parent for p in path.rglob(MANIFEST) if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not inside:
+                raise UserError(f"{path}: no artifacts (folders with {MANIFEST}) found")
+            out += inside
+        else:
+            out.append(path)
+    return list(dict.fromkeys(out))
+
+
+def profile_artifact(path: Path, settings: Settings) -> dict:
+    """A row for one artifact: its record, or SKIPPED / ERROR with the reason."""
+    model, manifest = model_file(path)
+    row = {"artifact": path.name, "path": str(path), "target": manifest.get("target"),
+           "precision": manifest.get("precision"), "foreign": bool(manifest.get("foreign")), "sha256": manifest.get("sha256"),
+           "source": manifest.get("source", {}), "label": HOST_LABEL}
+    if manifest.get("target") == "coreml":
+        return row | {"status": "SKIPPED", "reason": "CoreML latency needs a Mac (MLModel.predict); the Linux interpreter is not a speed proxy"}
+    command = [sys.executable, device_runner.__file__, str(model), *settings.flags()] + ([] if settings.ops else ["--no-ops"])
+    try:
+        record = _run_json(command)
+    except RuntimeError as exc:
+        return row | {"status": "ERROR", "reason": str(exc)}
+    row["sha256"] = row["sha256"] or record["sha256"]
+    return row | {"status": "OK", "record": record}
+
+
+def profile_eager(checkpoint: Path | None, settings: Settings) -> dict:
+    from lagchand_edge.checkpoint import bundled_checkpoint, read_metadata
+
+    checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint()
+    config = read_metadata(checkpoint)["config"]
+    record = _run_json([sys.executable, "-m", "lagchand_edge.profile.eager", *settings.flags(), "--checkpoint", str(checkpoint)])
+    return {"artifact": "pytorch-eager-fp32", "path": str(checkpoint), "target": "pytorch", "precision": "fp32", "status": "OK",
+            "label": HOST_LABEL, "sha256": record["sha256"], "source": {"config": config}, "record": record}
+
+
+def profile_anchor(name: str, path: Path, settings: Settings) -> dict:
+    record = _run_json([sys.executable, device_runner.__file__, str(path), *settings.flags(), "--no-ops"])
+    return {"artifact": f"mediapipe:{name}", "path": str(path), "target": "tflite", "precision": "float (MediaPipe)", "status": "OK",
+            "label": HOST_LABEL, "sha256": record["sha256"], "record": record, "anchor": True,
+            "note": "one hand, 21 keypoints per inference (LAGCHand: two hands, full meshes)"}
+
+
+def merged_row(path: Path) -> dict:
+    """A record from the device runner on another machine (JSON file)."""
+    try:
+        record = json.loads(Path(path).read_text())
+        record["latency_ms"]["p50"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a device-runner record ({exc})") from None
+    return {"artifact": f"{record['model']}@{record.get('label', record.get('host', 'device'))}", "path": str(path),
+            "target": record["runtime"], "precision": "see artifact", "status": "OK", "label": record.get("label", "device"),
+            "sha256": record["sha256"], "record": record, "merged": True}
+
+
+def macs_of(config: str | None) -> int | None:
+    if not config:
+        return None
+    from lagchand_edge.model import create_model
+    from lagchand_edge.model.flops import count_model
+
+    return int(count_model(create_model(config))["gmacs"] * 1e9)
+
+
+def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchors: dict[str, Path] | None = None,
+                merge: list[Path] | None = None, progress: Callable[[int], None] | None = None) -> dict:
+    """Profile everything; speed-ups are against the eager FP32 model timed in the same session."""
+    if settings.threads < 1:
+        raise UserError("--threads must be >= 1")
+    if settings.runs < 1:
+        raise UserError("--runs must be >= 1")
+    artifacts = expand(paths)
+    merged = [merged_row(p) for p in merge or []]
+    rows = []
+    eager = profile_eager(checkpoint, settings)
+    if progress:
+        progress(1)
+    for path in artifacts:
+        rows.append(profile_artifact(path, settings))
+        if progress:
+            progress(1)
+    for name, path in (anchors or {}).items():
+        rows.append(profile_anchor(name, path, settings))
+        if progress:
+            progress(1)
+    rows = [eager, *rows, *merged]
+    eager_p50 = eager["record"]["latency_ms"]["p50"]
+    macs_cache: dict[str, int | None] = {}
+    for row in rows:
+        if row["status"] == "OK":
+            row["speedup_vs_eager"] = eager_p50 / row["record"]["latency_ms"]["p50"]
+        config = (row.get("source") or {}).get("config")
+        if config:
+            macs_cache.setdefault(config, macs_of(config))
+            row["source_macs"] = macs_cache[config]
+    return {"schema_version": 1, "label": HOST_LABEL, "settings": vars(settings), "machine": {"cpu": device_runner.cpu_model(),
+            "platform": eager["record"]["platform"]}, "eager_p50_ms": eager_p50, "results": rows}
+

@@ -1,0 +1,177 @@
+"""The drift harness: metric math on hand-made outputs, gate exit codes, shard/merge, report files."""
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lagchand_edge.drift.harness import DriftRun, Entry, merge_runs, parse_shard, shard_indices
+from lagchand_edge.drift.report import artifact_row, build_report
+from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally
+from lagchand_edge.errors import UserError
+from lagchand_edge.metrics import evaluate_hands
+from lagchand_edge.model import HandPrediction
+
+
+def _prediction(rng, batch=3, vertices=40, scale=0.05) -> HandPrediction:
+    joints = rng.normal(0, scale, (batch, 2, 21, 3)).astype(np.float32)
+    verts = rng.normal(0, scale, (batch, 2, vertices, 3)).astype(np.float32)
+    camera = np.tile(np.array([2.0, 0.1, -0.1], np.float32), (batch, 2, 1))
+    return HandPrediction(verts, joints, camera)
+
+
+def test_accuracy_tally_matches_the_metrics_module():
+    rng = np.random.default_rng(0)
+    pred = _prediction(rng)
+    gt_joints = rng.normal(0, 50, (3, 2, 21, 3))
+    gt_vertices = rng.normal(0, 50, (3, 2, 40, 3))
+    valid = rng.random((3, 2, 21)) > 0.2
+    tally = AccuracyTally()
+    tally.update(Aligned.of(pred, gt_joints), gt_joints, gt_vertices, valid)
+    expected = evaluate_hands(pred.joints, gt_joints, pred.vertices, gt_vertices, valid)
+    got = tally.summary()
+    for key in ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-5)
+    assert got["per_joint"] == pytest.approx(expected["per_joint"], abs=1e-3)
+
+
+def test_drift_tally_on_a_known_offset():
+    rng = np.random.default_rng(1)
+    ref = _prediction(rng)
+    shifted = HandPrediction(ref.vertices + np.float32(0.002), ref.joints + np.float32(0.002), ref.camera.copy())  # 2 mm on x, y, z
+    gt = rng.normal(0, 50, (3, 2, 21, 3))
+    tally = DriftTally(worst_k=2)
+    tally.update(Aligned.of(shifted, gt), Aligned.of(ref, gt), 0, ["a", "b", "c"], np.zeros((3, 256, 256, 3), np.uint8))
+    summary = tally.summary()
+    distance = 2 * np.sqrt(3)
+    assert summary["vertex_drift_mm"]["mean"] == pytest.approx(distance, rel=1e-4)
+    assert summary["vertex_drift_mm"]["max"] == pytest.approx(distance, rel=1e-4)
+    assert summary["per_joint_drift_mm"] == pytest.approx([distance] * 21, rel=1e-4)
+    signal = float(((ref.vertices * 1000.0) ** 2).sum())
+    noise = float(((shifted.vertices * 1000.0 - ref.vertices * 1000.0) ** 2).sum())
+    assert summary["snr_db"]["vertices"] == pytest.approx(10 * np.log10(signal / noise), abs=1e-3)
+    assert summary["snr_db"]["camera"] is None  # identical outputs
+    assert len(summary["worst"]) == 2
+
+
+def _run_with(delta_mm: float, precision: str) -> DriftRun:
+    reference = AccuracyTally(np.full((2, 21), 10 * 10**6, dtype=object), np.ones((2, 21), dtype=object))
+    artifact = AccuracyTally(np.full((2, 21), int((10 + delta_mm) * 10**6), dtype=object), np.ones((2, 21), dtype=object))
+    drift = DriftTally(0, [delta_mm], np.zeros(21, dtype=object), 2, {"vertices": 1}, {"vertices": 1})
+    entry = Entry(Path(f"a-{precision}"), {"target": "tflite", "precision": precision, "sha256": "x"},
+                  accuracy=artifact, drift=drift)
+    return DriftRun({"sha256": "r", "checkpoint": "c", "config": "tiny"}, {"root": "d", "total": 1}, (0, 1), [entry], reference, ["s"],
+                    1.0, 1.0, {"reference_device": "cpu"})
+
+
+@pytest.mark.parametrize(("precision", "delta", "verdict"), [("fp32", 0.005, "PASS"), ("fp32", 0.02, "FAIL"), ("fp16", 0.05, "PASS"),
+                                                              ("int8", 0.9, "PASS"), ("int8", -1.5, "FAIL")])
+def test_gate_defaults_by_precision(precision, delta, verdict):
+    report = build_report(_run_with(delta, precision))
+    assert report["artifacts"][0]["verdict"] == verdict
+    assert report["artifacts"][0]["delta_mpjpe_mm"] == pytest.approx(delta, abs=1e-6)
+    assert report["passed"] is (verdict == "PASS")
+
+
+def test_gate_threshold_override():
+    run = _run_with(0.5, "int8")
+    entry = run.entries[0]
+    reference = run.reference_accuracy.summary()
+    assert artifact_row(entry, reference, 0.1, None)["verdict"] == "FAIL"
+    assert artifact_row(entry, reference, None, None)["verdict"] == "PASS"
+
+
+def test_shards_are_contiguous_and_cover_everything():
+    blocks = [shard_indices(10, (i, 3)) for i in range(3)]
+    assert [list(b) for b in blocks] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "x", "1/0"):
+        with pytest.raises(UserError):
+            parse_shard(bad)
+    with pytest.raises(UserError, match="exactly once"):
+        merge_runs([_run_with(0.1, "int8")] * 2)
+
+
+# ------------------------------------------------------------------ end to end on tiny artifacts
+
+
+def _drift(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lagchand_edge", "drift", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def drift_inputs(fp32_artifacts, int8_artifacts, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("artifacts")
+    for results in (fp32_artifacts, int8_artifacts):
+        for result in results.values():
+            shutil.copytree(result.path, folder / result.path.name)
+    return folder
+
+
+def test_drift_end_to_end_report_and_gate(drift_inputs, tiny_checkpoint, synth_root, tmp_path):
+    out = tmp_path / "report"
+    done = _drift(drift_inputs, "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", out, "--worst-k", "2")
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["artifact"]: r for r in report["artifacts"]}
+    assert rows["executorch-fp32"]["verdict"] == "PASS" and rows["tflite-fp32"]["verdict"] == "PASS", done.stdout
+    assert abs(rows["executorch-fp32"]["delta_mpjpe_mm"]) <= 0.01
+    assert rows["coreml-fp32"]["verdict"] == "SKIPPED" and "macOS" in rows["coreml-fp32"]["reason"]
+    assert rows["executorch-int8"]["drift"]["vertex_drift_mm"]["max"] > rows["executorch-fp32"]["drift"]["vertex_drift_mm"]["max"]
+    assert done.returncode == (0 if report["passed"] else 1)
+    assert report["data"]["samples"] == 8 and len(report["sample_ids"]) == 8
+    parser = _Images()
+    parser.feed((out / "report.html").read_text())
+    assert len(parser.images) >= 4 and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert (out / "report.md").read_text().count("|") > 20
+    assert any(p.name.endswith("worst1.png") for p in out.iterdir())
+    strict = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "strict",
+                    "--max-mpjpe-drift", "-1")
+    assert strict.returncode == 1 and "FAIL" in strict.stdout
+
+
+def test_shard_merge_equals_one_process(drift_inputs, tiny_checkpoint, synth_root, tmp_path):
+    artifacts = [drift_inputs / "tflite-int8", drift_inputs / "executorch-fp32"]
+    common = ["--checkpoint", tiny_checkpoint, "--data", synth_root, "--worst-k", "2"]
+    # exit 1 is a gate verdict (random tiny weights drift a lot at int8), not a failure of the run
+    assert _drift(*artifacts, *common, "--out", tmp_path / "full").returncode in (0, 1)
+    for i in range(3):
+        assert _drift(*artifacts, *common, "--shard", f"{i}/3", "--out", tmp_path / f"s{i}").returncode in (0, 1)
+    merged = _drift("merge", *(tmp_path / f"s{i}" for i in range(3)), "--out", tmp_path / "merged")
+    assert merged.returncode in (0, 1) and "Traceback" not in merged.stderr, merged.stderr
+    full = json.loads((tmp_path / "full" / "report.json").read_text())
+    joined = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert joined["sample_ids"] == full["sample_ids"]
+    assert joined["reference"]["accuracy"] == full["reference"]["accuracy"]
+    for a, b in zip(joined["artifacts"], full["artifacts"], strict=True):
+        assert a["accuracy"] == b["accuracy"] and a["drift"] == b["drift"]  # exactly equal, not approximately
+
+
+def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_path):
+    from lagchand_edge.checkpoint import bundled_checkpoint
+
+    mismatch = _drift(drift_inputs / "tflite-fp32", "--checkpoint", bundled_checkpoint(), "--data", synth_root, "--out", tmp_path / "m")
+    assert mismatch.returncode == 2 and "another checkpoint" in mismatch.stderr and "Traceback" not in mismatch.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(drift_inputs / "tflite-fp32", broken)
+    (broken / "model.tflite").write_bytes(b"not a model")
+    done = _drift(broken, drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "b")
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [r["verdict"] for r in report["artifacts"]] == ["ERROR", "PASS"] and done.returncode == 1
+    assert "sha256" in report["artifacts"][0]["reason"]
+    again = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "b")
+    assert again.returncode == 2 and "--force" in again.stderr
