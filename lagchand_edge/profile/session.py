@@ -70,9 +70,8 @@ def expand(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def profile_artifact(path: Path, settings: Settings) -> dict:
+def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings) -> dict:
     """A row for one artifact: its record, or SKIPPED / ERROR with the reason."""
-    model, manifest = model_file(path)
     row = {"artifact": path.name, "path": str(path), "target": manifest.get("target"),
            "precision": manifest.get("precision"), "foreign": bool(manifest.get("foreign")), "sha256": manifest.get("sha256"),
            "source": manifest.get("source", {}), "label": HOST_LABEL}
@@ -132,14 +131,14 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
         raise UserError("--threads must be >= 1")
     if settings.runs < 1:
         raise UserError("--runs must be >= 1")
-    artifacts = expand(paths)
+    artifacts = [(path, *model_file(path)) for path in expand(paths)]  # every bad path is reported before any timing
     merged = [merged_row(p) for p in merge or []]
     rows = []
     eager = profile_eager(checkpoint, settings)
     if progress:
         progress(1)
-    for path in artifacts:
-        rows.append(profile_artifact(path, settings))
+    for path, model, manifest in artifacts:
+        rows.append(profile_artifact(path, model, manifest, settings))
         if progress:
             progress(1)
     for name, path in (anchors or {}).items():

@@ -1,0 +1,163 @@
+"""Profiling: statistics, records, foreign models, op breakdowns, the torch-free device runner, anchors."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from apps.device_runner import device_runner
+from lagchand_edge.errors import UserError
+from lagchand_edge.profile import anchors
+
+RECORD_KEYS = {"schema", "model", "sha256", "size_bytes", "runtime", "runtime_version", "threads", "inputs", "load_ms", "first_inference_ms",
+               "latency_ms", "latencies_ms", "stability", "peak_rss_increase_mb", "cpu", "machine", "platform", "python"}
+
+
+def test_latency_statistics():
+    values = [float(v) for v in range(1, 11)]  # 1..10 ms
+    stats = device_runner.latency_stats(values[::-1])
+    assert stats["min"] == 1 and stats["max"] == 10 and stats["runs"] == 10
+    assert stats["p50"] == pytest.approx(5.5) and stats["mean"] == pytest.approx(5.5)
+    assert stats["p90"] == pytest.approx(np.percentile(values, 90))
+    assert stats["std"] == pytest.approx(np.std(values))
+    assert stats["trimmed_mean"] == pytest.approx(np.mean(values[1:9]))  # middle 80%
+    assert stats["throughput_per_s"] == pytest.approx(1000 / 5.5)
+
+
+def test_unstable_series_raise_runs_and_say_so():
+    calls = {"n": 0}
+
+    def call():  # the first series is fast, everything after it three times slower
+        calls["n"] += 1
+        time.sleep(0.001 if calls["n"] <= 6 else 0.003)
+
+    latencies, stability = device_runner.stable_latencies(call, warmup=1, runs=5)
+    assert len(stability["attempts"]) >= 2 and stability["attempts"][0]["difference"] > 0.1
+    assert "raised" in stability["note"] and stability["attempts"][1]["runs"] == 10
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def foreign_models(tmp_path_factory):
+    """A .tflite and a .pte that lagchand-edge did not make (no manifest)."""
+    import litert_torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    folder = tmp_path_factory.mktemp("foreign")
+    model, example = _Tiny().eval(), (torch.rand(1, 3, 32, 32),)
+    litert_torch.convert(model, example).export(str(folder / "tiny.tflite"))
+    program = to_edge_transform_and_lower(torch.export.export(model, example), partitioner=[XnnpackPartitioner()]).to_executorch()
+    (folder / "tiny.pte").write_bytes(program.buffer)
+    return folder
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lagchand_edge", *map(str, args)], capture_output=True, text=True)
+
+
+def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
+    done = _cli("profile", foreign_models / "tiny.tflite", foreign_models / "tiny.pte", "--runs", "5", "--warmup", "1", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    session = json.loads((tmp_path / "profile.json").read_text())
+    rows = {r["artifact"]: r for r in session["results"]}
+    assert set(rows) == {"pytorch-eager-fp32", "tiny.tflite", "tiny.pte"}
+    for row in rows.values():
+        assert row["status"] == "OK" and RECORD_KEYS <= set(row["record"]) and row["label"] == "host proxy"
+        assert row["record"]["latency_ms"]["runs"] >= 10 and row["speedup_vs_eager"] > 0
+    assert rows["tiny.pte"]["record"]["inputs"] == [{"shape": [1, 3, 32, 32], "dtype": "float32"}]
+    et_ops = rows["tiny.pte"]["record"]["op_breakdown"]
+    assert et_ops["source"].startswith("ETDump") and et_ops["top_ops"] and et_ops["execute_ms"] > 0
+    assert any(o["kind"] == "delegated (XNNPACK)" for o in et_ops["top_ops"])
+    lite_ops = rows["tiny.tflite"]["record"]["op_breakdown"]
+    assert lite_ops["ops"] >= 2 and 0 <= lite_ops["delegated_fraction"] <= 1
+    assert rows["pytorch-eager-fp32"]["source_macs"] > 0.7e9  # the bundled reference config
+    html = (tmp_path / "profile.html").read_text()
+    assert "data:image/png;base64," in html and "host proxy" in html
+    assert (tmp_path / "profile.md").is_file()
+
+
+def test_profile_artifacts_skips_coreml_and_merges_device_records(fp32_artifacts, foreign_models, tmp_path):
+    record = tmp_path / "phone.json"
+    done = subprocess.run([sys.executable, device_runner.__file__, str(foreign_models / "tiny.tflite"), "--runs", "3", "--warmup", "0",
+                           "--label", "pixel-8"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record.write_text(done.stdout)
+    out = tmp_path / "out"
+    done = _cli("profile", fp32_artifacts["coreml"].path, "--merge", record, "--runs", "2", "--warmup", "0", "--no-ops", "--out", out, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert [r["status"] for r in rows] == ["OK", "SKIPPED", "OK"]
+    assert "Mac" in rows[1]["reason"] and rows[2]["label"] == "pixel-8" and rows[2]["merged"]
+
+
+def test_device_runner_needs_no_torch(foreign_models):
+    guard = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'lagchand_edge', 'converters'):\n"
+        "            raise ImportError(f'{name} imported by the device runner')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['device_runner.py', {str(foreign_models / 'tiny.tflite')!r}, '--runs', '3', '--warmup', '1', '--threads', '1']\n"
+        f"runpy.run_path({device_runner.__file__!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["runtime"] == "litert" and record["threads"] == 1 and RECORD_KEYS <= set(record)
+
+
+def test_bad_profile_inputs(tmp_path, fp32_artifacts):
+    fake = tmp_path / "fake.tflite"
+    fake.write_text("not a model")
+    done = _cli("profile", fake, "--runs", "2", "--out", tmp_path / "o1")
+    assert done.returncode == 0  # an unreadable model is an ERROR row; the others still run
+    row = json.loads((tmp_path / "o1" / "profile.json").read_text())["results"][1]
+    assert row["status"] == "ERROR" and "cannot load" in row["reason"]
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for args, message in ((["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"), ([], "not a model")):
+        done = _cli("profile", text if message == "not a model" else fake, *args, "--out", tmp_path / "o2")
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def _wheel(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_anchor_extraction_verifies_sha256(tmp_path):
+    data = b"tflite bytes"
+    expected = {"hand_landmark_full": ("mediapipe/modules/hand_landmark/hand_landmark_full.tflite", hashlib.sha256(data).hexdigest())}
+    wheel = _wheel(tmp_path / "mediapipe-0.10.14.whl", {expected["hand_landmark_full"][0]: data, "mediapipe/other.py": b""})
+    written = anchors.extract_anchors(wheel, tmp_path / "cache", expected)
+    assert [p.name for p in written] == ["hand_landmark_full.tflite"] and written[0].read_bytes() == data
+    tampered = _wheel(tmp_path / "bad.whl", {expected["hand_landmark_full"][0]: b"something else"})
+    with pytest.raises(UserError, match="sha256"):
+        anchors.extract_anchors(tampered, tmp_path / "cache2", expected)
+    assert not (tmp_path / "cache2" / "hand_landmark_full.tflite").exists()
+    assert anchors.ANCHORS["hand_landmark_full"][1].startswith("11c272b8")
+
+
+def test_anchor_cache_empty_says_how_to_fill_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAGCHAND_EDGE_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="anchors fetch"):
+        anchors.cached_anchors()
