@@ -2,7 +2,7 @@
 W8 weight-only (`linear_quantize_weights`) and W8A8 (PT2E with ExecuTorch's torchao-based
 CoreMLQuantizer; coremltools' own CoreMLQuantizer import fails on torch 2.13).
 
-Running needs Apple's runtime, which exists only on macOS.
+Running uses Apple's runtime on macOS and the coreml-sim reference interpreter elsewhere.
 """
 
 from __future__ import annotations
@@ -65,25 +65,32 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 
 
 def unavailable_reason() -> str | None:
-    if platform.system() != "Darwin":
-        return "no CoreML runtime on Linux (MLModel.predict needs macOS); the reference interpreter is a later issue"
-    return None
+    return None  # macOS: Core ML itself; elsewhere: the coreml-sim reference interpreter
 
 
 class Runner:
-    """`MLModel.predict` on macOS."""
+    """`MLModel.predict` on macOS; the coreml-sim MIL interpreter elsewhere (`RUNTIME` says which)."""
 
-    def __init__(self, path: Path) -> None:
-        reason = unavailable_reason()
-        if reason:
-            raise ConversionError(reason)
-        import coremltools as ct
-
-        self.model = ct.models.MLModel(str(path))
+    def __init__(self, path: Path, simulate: bool | None = None) -> None:
+        simulate = platform.system() != "Darwin" if simulate is None else simulate
+        self.RUNTIME = "coreml-sim" if simulate else "coreml"
         self.input_shapes = [(1, 3, 256, 256)]
+        if simulate:
+            from converters.coreml_sim import MILProgram, UnsupportedProgram
+
+            try:
+                self.program = MILProgram(path)
+            except UnsupportedProgram as exc:
+                raise ConversionError(str(exc)) from None
+            self.predict = self.program
+        else:
+            import coremltools as ct
+
+            model = ct.models.MLModel(str(path))
+            self.predict = lambda **feeds: model.predict(feeds)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        result = self.model.predict({"image": inputs[0]})
+        result = self.predict(image=inputs[0])
         return [np.asarray(result[name], dtype=np.float32) for name in OUTPUT_NAMES]
 
 

@@ -72,17 +72,26 @@ def test_foreign_models_open_as_raw_runners(fp32_artifacts, tmp_path):
         load_runner(junk)
 
 
-def test_coreml_converts_but_does_not_run_on_linux(fp32_artifacts):
+def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_coreml_fp32_runs_in_the_interpreter_like_the_model(fp32_artifacts, tiny_checkpoint, synth_root):
     result = fp32_artifacts["coreml"]
     assert (result.path / "model.mlpackage" / "Manifest.json").is_file()
-    assert result.parity_max_vertex_mm is None and "no CoreML runtime" in result.parity_note
-    with pytest.raises(UserError, match="no CoreML runtime on Linux"):
-        load_runner(result.path)
+    assert result.parity_max_vertex_mm is not None and result.parity_max_vertex_mm <= 0.01
+    runner = load_runner(result.path)
+    assert runner.backend.RUNTIME == "coreml-sim"
+    images = select_calibration(synth_root, 3, seed=4).images
+    want = _reference(tiny_checkpoint, images.numpy())
+    got = runner(images.numpy())
+    for name, reference in zip(("vertices", "joints", "camera"), want[:3], strict=True):
+        assert _relative_error(getattr(got, name), reference.numpy()) <= 1e-4, name
 
 
 def test_int8_artifacts_are_smaller_and_run(int8_artifacts, fp32_artifacts):
     assert set(int8_artifacts) == {"executorch", "tflite", "coreml"}
-    for target in ("executorch", "tflite"):
+    for target in ("executorch", "tflite", "coreml"):
         assert int8_artifacts[target].parity_max_vertex_mm is not None
         assert int8_artifacts[target].size_bytes < fp32_artifacts[target].size_bytes
     assert int8_artifacts["tflite"].size_bytes < 0.5 * fp32_artifacts["tflite"].size_bytes
@@ -97,9 +106,15 @@ def test_int8_tflite_keeps_float_io(int8_artifacts):
     assert prediction.vertices.dtype == np.float32 and np.isfinite(prediction.vertices).all()
 
 
-def test_coreml_weight_only_int8(tiny_checkpoint, tmp_path):
+def test_coreml_weight_only_int8_and_w8a8_run(tiny_checkpoint, tmp_path, int8_artifacts):
     (result,) = convert("coreml", "w8", tmp_path, tiny_checkpoint)
     assert read_manifest(result.path)["recipe"]["quantizer"].startswith("linear_quantize_weights")
+    w8 = load_runner(result.path)
+    assert "constexpr_affine_dequantize" in w8.backend.program.op_counts()
+    assert result.parity_max_vertex_mm is not None and np.isfinite(result.parity_max_vertex_mm)
+    w8a8 = load_runner(int8_artifacts["coreml"].path)
+    assert {"quantize", "dequantize"} <= set(w8a8.backend.program.op_counts())
+    assert np.isfinite(w8a8(np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)).vertices).all()
 
 
 def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artifacts):

@@ -130,7 +130,8 @@ def test_drift_end_to_end_report_and_gate(drift_inputs, tiny_checkpoint, synth_r
     rows = {r["artifact"]: r for r in report["artifacts"]}
     assert rows["executorch-fp32"]["verdict"] == "PASS" and rows["tflite-fp32"]["verdict"] == "PASS", done.stdout
     assert abs(rows["executorch-fp32"]["delta_mpjpe_mm"]) <= 0.01
-    assert rows["coreml-fp32"]["verdict"] == "SKIPPED" and "macOS" in rows["coreml-fp32"]["reason"]
+    assert rows["coreml-fp32"]["verdict"] == "PASS" and rows["coreml-fp32"]["runtime"] == "coreml-sim"
+    assert "coreml-sim speed" in done.stdout
     assert rows["executorch-int8"]["drift"]["vertex_drift_mm"]["max"] > rows["executorch-fp32"]["drift"]["vertex_drift_mm"]["max"]
     assert done.returncode == (0 if report["passed"] else 1)
     assert report["data"]["samples"] == 8 and len(report["sample_ids"]) == 8

@@ -45,3 +45,23 @@ def test_reference_fp32_and_int8_artifacts(target, eval_root, tmp_path):
     # that int8 artifacts run and stay within an order of magnitude of the FP32 reference.
     assert np.isfinite(drift).all() and drift.mean() < 30.0
     assert int8.size_bytes < 0.5 * fp32.size_bytes
+
+
+def test_reference_coreml_fp32_and_fp16_in_the_interpreter(eval_root, tmp_path):
+    from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.drift.harness import run_drift
+    from lagchand_edge.drift.report import build_report
+
+    (fp32,) = convert("coreml", "fp32", tmp_path / "fp32")
+    (fp16,) = convert("coreml", "fp16", tmp_path / "fp16")
+    images = select_calibration(eval_root, 4).images
+    with torch.no_grad():
+        want = [t.numpy() for t in load_checkpoint()(images)[:3]]
+    got = load_runner(fp32.path)(images.numpy())
+    for name, reference in zip(("vertices", "joints", "camera"), want, strict=True):
+        assert np.abs(getattr(got, name) - reference).max() / np.abs(reference).max() <= 1e-4, name
+    run = run_drift(load_checkpoint(), bundled_checkpoint(), InterHandDataset(eval_root, "test"), [fp32.path, fp16.path])
+    rows = {r["precision"]: r for r in build_report(run)["artifacts"]}
+    assert rows["fp32"]["runtime"] == "coreml-sim" and rows["fp32"]["verdict"] == "PASS"
+    print(f"coreml fp16 in coreml-sim: ΔMPJPE {rows['fp16']['delta_mpjpe_mm']:.4f} mm")
+    assert rows["fp16"]["verdict"] == "PASS" and abs(rows["fp16"]["delta_mpjpe_mm"]) <= 0.1

@@ -57,6 +57,10 @@ def _render(report: dict, out: Path) -> None:
     if timing["overhead_ratio"]:
         stdout.print(f"harness overhead: {timing['wall_seconds']:.1f} s wall / {timing['inference_seconds']:.1f} s pure inference "
                      f"= {timing['overhead_ratio']:.2f}x (goal <= 1.25x)")
+    from lagchand_edge.drift.report import interpreter_speed
+
+    if interpreter_speed(report):
+        stdout.print(interpreter_speed(report))
     if report.get("sensitivity"):
         stdout.print("most int8-sensitive modules (mean joint drift vs FP32 when only this module is int8): "
                      + ", ".join(f"{r['module']} {r['only_this_int8_mm']:.2f} mm" for r in report["sensitivity"]["ranking"][:5]))

@@ -45,6 +45,7 @@ class Entry:
     accuracy: AccuracyTally = field(default_factory=AccuracyTally)
     drift: DriftTally = field(default_factory=DriftTally)
     seconds: float = 0.0
+    runtime: str = ""  # what actually ran it, e.g. coreml-sim for CoreML on Linux
 
     @property
     def name(self) -> str:
@@ -90,6 +91,7 @@ def open_entries(paths: list[Path], reference_sha256: str, allow_mismatch: bool,
                             f"{reference_sha256[:12]}...); pass the right --checkpoint or --allow-mismatch")
         try:
             entry.runner = load_runner(path)
+            entry.runtime = getattr(entry.runner.backend, "RUNTIME", entry.manifest.get("target", ""))
         except UserError as exc:
             message = str(exc)
             entry.fail("SKIPPED" if "cannot run" in message else "ERROR", message.split(": ", 1)[-1])
@@ -133,7 +135,7 @@ class DriftRun:
             "reference": self.reference, "data": self.data, "shard": list(self.shard), "sample_ids": self.sample_ids,
             "reference_accuracy": self.reference_accuracy.state(), "reference_seconds": self.reference_seconds,
             "wall_seconds": self.wall_seconds, "machine": self.machine,
-            "artifacts": [{"path": str(e.path), "manifest": e.manifest, "status": e.status, "reason": e.reason,
+            "artifacts": [{"path": str(e.path), "manifest": e.manifest, "status": e.status, "reason": e.reason, "runtime": e.runtime,
                            "seconds": e.seconds, "accuracy": e.accuracy.state(), "drift": e.drift.state()} for e in self.entries],
         }
 
@@ -169,7 +171,8 @@ def load_run(folder: Path) -> DriftRun:
                                      (arrays[p + "ref_j"], arrays[p + "ref_v"]), (arrays[p + "art_j"], arrays[p + "art_v"])))
             w += 1
         entries.append(Entry(Path(item["path"]), item["manifest"], item["status"], item["reason"], None,
-                             AccuracyTally.from_state(item["accuracy"]), DriftTally.from_state(item["drift"], worst), item["seconds"]))
+                             AccuracyTally.from_state(item["accuracy"]), DriftTally.from_state(item["drift"], worst), item["seconds"],
+                             item.get("runtime", "")))
     return DriftRun(state["reference"], state["data"], tuple(state["shard"]), entries, AccuracyTally.from_state(state["reference_accuracy"]),
                     state["sample_ids"], state["reference_seconds"], state["wall_seconds"], state["machine"],
                     {side: arrays[f"faces_{side}"] for side in HAND_NAMES} if "faces_right" in arrays else None)
@@ -263,7 +266,8 @@ def merge_runs(runs: list[DriftRun]) -> DriftRun:
     merged = DriftRun(first.reference, dict(first.data), (0, 1), [], AccuracyTally(), [], 0.0, 0.0, first.machine, first.faces)
     merged.data["skipped"] = {}
     for a, template in enumerate(first.entries):
-        entry = Entry(template.path, template.manifest, "RUN", "", None, AccuracyTally(), DriftTally(template.drift.worst_k))
+        entry = Entry(template.path, template.manifest, "RUN", "", None, AccuracyTally(), DriftTally(template.drift.worst_k),
+                      runtime=template.runtime)
         for run in runs:
             part = run.entries[a]
             if part.status != "RUN" and entry.status == "RUN":

@@ -29,7 +29,7 @@ def artifact_row(entry: Entry, reference: dict, max_mpjpe: float | None, max_mpv
     """Every number of one artifact, and its verdict: PASS, FAIL, ERROR or SKIPPED."""
     manifest = entry.manifest
     row = {"artifact": entry.name, "path": str(entry.path), "target": manifest.get("target", "?"),
-           "runtime": "coreml-sim" if manifest.get("target") == "coreml" else manifest.get("target", "?"),
+           "runtime": entry.runtime or manifest.get("target", "?"),
            "precision": manifest.get("precision", "?"), "size_bytes": manifest.get("size_bytes"), "sha256": manifest.get("sha256"),
            "keep_float": manifest.get("recipe", {}).get("keep_float", []), "status": entry.status, "reason": entry.reason}
     if entry.status != "RUN":
@@ -199,8 +199,22 @@ def _overview(report: dict) -> list[str]:
              f"Harness: {timing['wall_seconds']:.1f} s wall for {timing['inference_seconds']:.1f} s of inference "
              f"(overhead ratio {_fmt(timing['overhead_ratio'], 2)})",
              f"Verdict: {'PASS' if report['passed'] else 'FAIL'}"]
+    sim = interpreter_speed(report)
+    if sim:
+        lines.append(sim)
     lines += [f"{r['artifact']}: {r['verdict']}: {r['reason']}" for r in report["artifacts"] if r["verdict"] in ("ERROR", "SKIPPED")]
     return lines
+
+
+def interpreter_speed(report: dict) -> str | None:
+    """coreml-sim's time per sample against the fp32 ExecuTorch artifact's, both measured in this run (issue #7's goal)."""
+    rows = [r for r in report["artifacts"] if "ms_per_sample" in r]
+    base = next((r for r in rows if r["target"] == "executorch" and r["precision"] == "fp32"), None)
+    sims = [r for r in rows if r["runtime"] == "coreml-sim"]
+    if not base or not sims:
+        return None
+    return "coreml-sim speed: " + ", ".join(f"{r['artifact']} {r['ms_per_sample']:.0f} ms/sample = {r['ms_per_sample'] / base['ms_per_sample']:.1f}x "
+                                            f"executorch-fp32 ({base['ms_per_sample']:.0f} ms)" for r in sims) + " (goal <= 20x)"
 
 
 def markdown(report: dict, images: list[tuple[str, Path]]) -> str:

@@ -76,7 +76,8 @@ def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings
            "precision": manifest.get("precision"), "foreign": bool(manifest.get("foreign")), "sha256": manifest.get("sha256"),
            "source": manifest.get("source", {}), "label": HOST_LABEL}
     if manifest.get("target") == "coreml":
-        return row | {"status": "SKIPPED", "reason": "CoreML latency needs a Mac (MLModel.predict); the Linux interpreter is not a speed proxy"}
+        return row | {"status": "SKIPPED", "reason": "CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference "
+                                                     "interpreter, not a speed proxy (its speed is in the drift report)"}
     command = [sys.executable, device_runner.__file__, str(model), *settings.flags()] + ([] if settings.ops else ["--no-ops"])
     try:
         record = _run_json(command)
