@@ -40,6 +40,8 @@ def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torc
 def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import coremltools as ct
 
+    if recipe.observer is not None:
+        raise ConversionError("--observer applies to the executorch target; CoreML (coremltools LinearQuantizerConfig observers) uses its own")
     if recipe.keep_float:
         raise ConversionError("--keep-float is supported for the executorch target only")
     if recipe.precision == "int8":

@@ -16,17 +16,37 @@ PRECISIONS = ("fp32", "int8")
 MODEL_FILE = "model.pte"
 
 
+def quantization_config(observer: str = "histogram"):
+    """XNNPACK's int8 scheme (per-channel symmetric weights, static per-tensor activations).
+
+    Activations are observed with a histogram (XNNPACK's default: clips outliers to minimise
+    quantization error) or plain min-max (keeps the full range).
+    """
+    from dataclasses import replace
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    if observer == "histogram":
+        return config
+    if observer != "minmax":
+        raise ConversionError(f"unknown observer {observer!r}; choose histogram or minmax")
+    activation = replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    return replace(config, input_activation=activation, output_activation=activation)
+
+
 def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, keep_float: tuple[str, ...] = (),
-                  only: tuple[str, ...] | None = None, named: torch.nn.Module | None = None) -> torch.nn.Module:
+                  only: tuple[str, ...] | None = None, named: torch.nn.Module | None = None, observer: str = "histogram") -> torch.nn.Module:
     """PT2E int8 (XNNPACKQuantizer) of an exported graph module, calibrated on `calibration`.
 
     `keep_float` names modules left in float; `only` (instead) names the only modules quantized.
     `named` is the eager model whose module names those refer to (default: `module`).
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
+    config = quantization_config(observer)
     quantizer = XNNPACKQuantizer()
     if only is not None:
         for name in only:
@@ -46,7 +66,8 @@ def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, keep_float
 
 
 def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
-    return quantize_pt2e(torch.export.export(model, (example,)).module(), recipe.calibration, recipe.keep_float, named=model)
+    return quantize_pt2e(torch.export.export(model, (example,)).module(), recipe.calibration, recipe.keep_float, named=model,
+                         observer=recipe.observer or "histogram")
 
 
 def _covering_modules(model: torch.nn.Module, kept: set[str]) -> list[str]:
@@ -90,7 +111,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     summary = delegation_summary(edge.exported_program())
     program = edge.to_executorch()
     (out_dir / MODEL_FILE).write_bytes(program.buffer)
-    return {"delegation": summary, "quantizer": "XNNPACKQuantizer(per-channel symmetric, static)" if recipe.quantized else None}
+    quantizer = f"XNNPACKQuantizer(per-channel symmetric weights, static activations, {recipe.observer or 'histogram'} observer)"
+    return {"delegation": summary, "quantizer": quantizer if recipe.quantized else None}
 
 
 def unavailable_reason() -> str | None:

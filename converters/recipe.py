@@ -14,10 +14,14 @@ class Recipe:
     precision: str
     calibration: torch.Tensor | None = None
     keep_float: tuple[str, ...] = field(default_factory=tuple)
+    observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
 
     @property
     def quantized(self) -> bool:
         return self.precision in ("int8", "w8")
+
+
+OBSERVERS = ("histogram", "minmax")
 
 
 class ConversionError(Exception):

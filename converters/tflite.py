@@ -30,6 +30,8 @@ FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting
 def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import litert_torch
 
+    if recipe.observer is not None:
+        raise ConversionError("--observer applies to the executorch target; LiteRT (ai_edge_quantizer calibrates min-max) uses its own")
     if recipe.keep_float:
         raise ConversionError("--keep-float is supported for the executorch target only")
     float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")

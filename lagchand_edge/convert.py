@@ -14,7 +14,7 @@ import torch
 
 from calibration import CalibrationSet, select_calibration
 from converters import TARGETS, get_target
-from converters.recipe import ConversionError, Recipe
+from converters.recipe import OBSERVERS, ConversionError, Recipe
 from lagchand_edge.artifact import MANIFEST, build_manifest, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
 from lagchand_edge.errors import UserError
@@ -71,11 +71,11 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
 
 
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
-                     keep_float: tuple[str, ...], source: dict, force: bool) -> ConvertResult:
+                     keep_float: tuple[str, ...], source: dict, force: bool, observer: str | None = None) -> ConvertResult:
     module = get_target(target)
     deploy = DeployModel(model).eval()
     example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
-    recipe = Recipe(precision, calibration.images if calibration is not None else None, keep_float)
+    recipe = Recipe(precision, calibration.images if calibration is not None else None, keep_float, observer)
     with torch.no_grad():
         shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
     with atomic_dir(out, force=force) as tmp:
@@ -97,11 +97,15 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
 
 def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
             calib_data: Path | None = None, calib_samples: int = 32, keep_float: tuple[str, ...] = (), force: bool = False,
-            progress=None) -> list[ConvertResult]:
+            progress=None, observer: str | None = None) -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/`."""
     targets = plan(target, precision)
     if keep_float and precision != "int8":
         raise UserError("--keep-float only applies to --precision int8")
+    if observer is not None and (precision != "int8" or observer not in OBSERVERS):
+        raise UserError(f"--observer takes {' or '.join(OBSERVERS)} and applies to --precision int8")
+    if observer is not None and targets != ["executorch"]:
+        raise UserError("--observer applies to --target executorch (LiteRT and CoreML calibrate with their own observers)")
     checkpoint_path = Path(checkpoint) if checkpoint else bundled_checkpoint()
     model = load_checkpoint(checkpoint_path, config)
     source = {"checkpoint": str(checkpoint_path), "checkpoint_sha256": file_sha256(checkpoint_path), "config": model.cfg.name,
@@ -112,7 +116,7 @@ def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None 
     results = []
     for name in targets:
         results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
-                                        tuple(keep_float), source, force))
+                                        tuple(keep_float), source, force, observer))
         if progress:
             progress(1)
     return results

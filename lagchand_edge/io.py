@@ -43,6 +43,12 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def refuse_existing(path: Path, force: bool) -> None:
+    """Stop before any work when an output exists and the user did not ask to replace it."""
+    if Path(path).exists() and not force:
+        raise UserError(f"{path} already exists (use --force to replace it)")
+
+
 @contextmanager
 def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder; on success move its files into `folder` (kept, not replaced).
@@ -51,8 +57,7 @@ def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Pat
     chart), so each command adds its own files; `marker` (its main file) must not exist unless `force`.
     """
     folder = Path(folder)
-    if (folder / marker).exists() and not force:
-        raise UserError(f"{folder / marker} already exists (use --force to replace it)")
+    refuse_existing(folder / marker, force)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{marker}.", suffix=".partial", dir=folder))
     try:

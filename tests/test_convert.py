@@ -137,3 +137,14 @@ def test_keep_float_leaves_named_modules_unquantized(tiny_checkpoint, synth_root
     with pytest.raises(UserError, match="no module named 'model.nowhere'"):
         convert("executorch", "int8", tmp_path / "bad", tiny_checkpoint, calib_data=synth_root, calib_samples=2,
                 keep_float=("model.nowhere",))
+
+
+def test_int8_activation_observer_choice(tiny_checkpoint, synth_root, tmp_path):
+    (result,) = convert("executorch", "int8", tmp_path / "mm", tiny_checkpoint, calib_data=synth_root, calib_samples=4, observer="minmax")
+    assert "minmax observer" in read_manifest(result.path)["recipe"]["quantizer"]
+    assert result.parity_max_vertex_mm is not None and np.isfinite(result.parity_max_vertex_mm)
+    with pytest.raises(UserError, match="--observer takes"):
+        convert("executorch", "int8", tmp_path / "x", tiny_checkpoint, observer="percentile")
+    with pytest.raises(UserError, match="applies to --target executorch"):
+        convert("all", "int8", tmp_path / "y", tiny_checkpoint, observer="minmax")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -58,11 +58,13 @@ class MILProgram:
         self.output_names = list(block.outputs)
         self.constants: dict[str, object] = {}
         self.steps: list[Step] = []
+        self.counts: dict[str, int] = {}
         blobs = BlobFile(package / "Data" / "com.apple.CoreML" / "weights")
         for operation in block.operations:
             self._add(operation, blobs)
 
     def _add(self, operation, blobs: BlobFile) -> None:
+        self.counts[operation.type] = self.counts.get(operation.type, 0) + 1
         if operation.type == "const":
             self.constants[operation.outputs[0].name] = self._stored(decode(operation.attributes["val"], blobs), operation.outputs[0])
             return
@@ -114,7 +116,5 @@ class MILProgram:
         return {name: env[name].float().numpy() if env[name].is_floating_point() else env[name].numpy() for name in self.output_names}
 
     def op_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for step in self.steps:
-            counts[step.type] = counts.get(step.type, 0) + 1
-        return counts
+        """Every op type in the program (const and constexpr ones included) and how often it appears."""
+        return dict(self.counts)

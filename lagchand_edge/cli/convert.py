@@ -19,6 +19,7 @@ def convert(
     calib_data: Path = typer.Option(None, help="InterHand2.6M-format root for calibration; default: synthetic, made on the fly."),
     calib_samples: int = typer.Option(32, min=1),
     keep_float: str = typer.Option("", help="Comma-separated module names kept in float (executorch int8)."),
+    observer: str = typer.Option(None, help="int8 activation observer for executorch: histogram (default) or minmax."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
     as_json: bool = typer.Option(False, "--json"),
@@ -30,7 +31,7 @@ def convert(
     planned = plan(target, precision)
     names = tuple(n for n in keep_float.split(",") if n)
     with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
-        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, names, force, advance)
+        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, names, force, advance, observer)
     if as_json:
         emit_json([asdict(r) for r in results])
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import typer
@@ -34,6 +35,17 @@ def _sensitivity(model, dataset, num: int) -> dict:
     calibration = select_calibration(dataset.root, min(16, len(dataset)), split=dataset.split).images
     with progress_bar("per-layer sensitivity", 1 + 2 * len(SENSITIVITY_MODULES)) as advance:
         return layer_sensitivity(model, calibration, images, gt, progress=advance)
+
+
+def _with_rate(advance):
+    """A progress callback that also shows samples/s."""
+    started, done = time.perf_counter(), [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        advance(n, info=f"{done[0] / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
+
+    return tick
 
 
 def _render(report: dict, out: Path) -> None:
@@ -93,8 +105,9 @@ def drift(
     from lagchand_edge.data.interhand import InterHandDataset
     from lagchand_edge.drift.harness import load_run, merge_runs, parse_shard, run_drift, shard_indices
     from lagchand_edge.drift.report import build_report, write_report
-    from lagchand_edge.io import report_files
+    from lagchand_edge.io import refuse_existing, report_files
 
+    refuse_existing(out / "report.json", force)
     paths = list(paths or [])
     if paths and str(paths[0]) == "merge":
         if not paths[1:]:
@@ -111,7 +124,7 @@ def drift(
             root = data if data is not None else _synthetic_test_set(Path(tmp), num)
             dataset = InterHandDataset(root, split, mano_dir=mano_dir, strict=False, limit=num)
             with progress_bar("drift", len(shard_indices(len(dataset), shard_range))) as advance:
-                run = run_drift(model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k, advance)
+                run = run_drift(model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k, _with_rate(advance))
             sensitivity = _sensitivity(model, dataset, min(num, 32)) if per_layer else None
         if data is None:
             run.data["root"] = f"synthetic (seed {DEFAULT_SYNTH_SEED}, {num} samples)"

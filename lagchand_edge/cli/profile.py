@@ -36,7 +36,7 @@ def profile(
 ) -> None:
     """Latency of each artifact in its real runtime (host proxy), with the eager FP32 model and optional anchors timed alongside."""
     from lagchand_edge.errors import UserError
-    from lagchand_edge.io import report_files
+    from lagchand_edge.io import refuse_existing, report_files
     from lagchand_edge.profile.anchors import cached_anchors
     from lagchand_edge.profile.report import goals, op_summary, table_rows, write_profile_report
     from lagchand_edge.profile.session import Settings, expand, run_session
@@ -45,6 +45,7 @@ def profile(
         raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
     if not paths and not merge and not anchor:
         raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
+    refuse_existing(out / "profile.json", force)
     anchors = cached_anchors() if anchor else None
     count = 1 + len(expand(list(paths or []))) + len(anchors or {})
     with report_files(out, "profile.json", force=force) as tmp:

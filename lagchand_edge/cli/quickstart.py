@@ -9,6 +9,8 @@ import typer
 from lagchand_edge.cli.common import progress_bar, stdout
 from lagchand_edge.cli.convert import artifacts_table
 from lagchand_edge.cli.data import _print_summary
+from lagchand_edge.cli.drift import drift
+from lagchand_edge.cli.profile import profile
 
 
 def quickstart(
@@ -17,7 +19,8 @@ def quickstart(
     precisions: str = typer.Option("fp32,int8", help="Comma-separated precisions to build for every target."),
     force: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
-    """Synthesise a test set, then convert the bundled checkpoint for every target and precision."""
+    """Synthesise a test set, convert the bundled checkpoint for every target and precision, then check
+    every artifact's drift against FP32 and profile its latency (reports in OUT/report/)."""
     from lagchand_edge.convert import convert
     from lagchand_edge.data.synth import write_dataset
 
@@ -30,4 +33,26 @@ def quickstart(
         with progress_bar(f"converting {precision}", 3) as advance:
             results += convert("all", precision, out / "artifacts", calib_data=data, calib_samples=num, force=force, progress=advance)
     stdout.print(artifacts_table(results, "artifacts from the bundled checkpoint"))
-    stdout.print(f"[green]done[/]: {out}")
+    report = out / "report"
+    try:  # on a fresh synthetic set (not the calibration one); FAIL verdicts are information here, not a stop
+        drift(paths=[out / "artifacts"], data=None, split="test", num=num, checkpoint=None, out=report, max_mpjpe_drift=None,
+              max_mpvpe_drift=None, shard=None, per_layer=False, allow_mismatch=False, batch_size=8, worst_k=4, mano_dir=None,
+              force=force, as_json=False)
+    except typer.Exit:
+        pass
+    anchor = bool(_anchors_cached())
+    profile(paths=[out / "artifacts"], threads=2, warmup=5, runs=20, anchor=anchor, merge=[], checkpoint=None, no_ops=False,
+            out=report, force=force, as_json=False)
+    if not anchor:
+        stdout.print("(run `lagchand-edge anchors fetch` once to time MediaPipe's hand landmark models alongside)")
+    stdout.print(f"[green]done[/]: {out} (open {report / 'report.html'} and {report / 'profile.html'})")
+
+
+def _anchors_cached() -> bool:
+    from lagchand_edge.errors import UserError
+    from lagchand_edge.profile.anchors import cached_anchors
+
+    try:
+        return bool(cached_anchors())
+    except UserError:
+        return False

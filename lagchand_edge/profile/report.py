@@ -26,6 +26,10 @@ def goals(session: dict) -> dict:
     return out
 
 
+def _num(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def table_rows(session: dict) -> list[list[str]]:
     header = ["artifact", "runtime", "precision", "where", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "trimmed mean ms",
               "speed-up vs eager", "peak RSS +MB", "size MB", "status"]
@@ -35,9 +39,10 @@ def table_rows(session: dict) -> list[list[str]]:
             rows.append([r["artifact"], str(r.get("target")), str(r.get("precision")), r["label"]] + ["-"] * 9 + [f"{r['status']}: {r['reason']}"])
             continue
         rec, lat = r["record"], r["record"]["latency_ms"]
-        rows.append([r["artifact"], rec["runtime"], str(r.get("precision")), r["label"], f"{rec['load_ms']:.0f}", f"{rec['first_inference_ms']:.1f}",
-                     f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['trimmed_mean']:.2f}",
-                     f"{r.get('speedup_vs_eager', 0):.2f}x", f"{rec['peak_rss_increase_mb']:.0f}", f"{rec['size_bytes'] / 1e6:.2f}", "OK"])
+        size = None if rec.get("size_bytes") is None else rec["size_bytes"] / 1e6
+        rows.append([r["artifact"], rec["runtime"], str(r.get("precision")), r["label"], _num(rec.get("load_ms"), ".0f"),
+                     _num(rec.get("first_inference_ms"), ".1f"), *(_num(lat.get(k), ".2f") for k in ("p50", "p90", "p99", "trimmed_mean")),
+                     _num(r.get("speedup_vs_eager"), ".2f", "x"), _num(rec.get("peak_rss_increase_mb"), ".0f"), _num(size, ".2f"), "OK"])
     return rows
 
 

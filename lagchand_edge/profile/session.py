@@ -8,6 +8,7 @@ the same program users copy to their devices; its records from devices merge in 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,16 +105,44 @@ def profile_anchor(name: str, path: Path, settings: Settings) -> dict:
             "note": "one hand, 21 keypoints per inference (LAGCHand: two hands, full meshes)"}
 
 
+_BENCHMARK_MODEL = re.compile(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), Warmup \(avg\): ([\d.]+), "
+                              r"Inference \(avg\): ([\d.]+)")
+_EXECUTOR_RUNNER = re.compile(r"Model executed successfully (\d+) time\(s\) in ([\d.]+) ms")
+
+
+def record_from_log(text: str, name: str) -> dict | None:
+    """A latency record from LiteRT's `benchmark_model` or ExecuTorch's `executor_runner` output (means only)."""
+    found = _BENCHMARK_MODEL.search(text)
+    if found:
+        init, first, _, mean = (float(v) / 1000 for v in found.groups())
+        runtime, load = "litert benchmark_model", init
+    else:
+        found = _EXECUTOR_RUNNER.search(text)
+        if not found:
+            return None
+        runs, total = int(found.group(1)), float(found.group(2))
+        runtime, load, first, mean = "executorch executor_runner", None, None, total / max(runs, 1)
+    stats = {"runs": None, "mean": mean, "p50": mean, "note": "the tool reports a mean only; p50 shows that mean"}
+    return {"model": name, "runtime": runtime, "latency_ms": stats, "latencies_ms": [mean], "load_ms": load, "first_inference_ms": first,
+            "sha256": None, "size_bytes": None, "peak_rss_increase_mb": None, "stability": {"note": "not measured by the tool"}}
+
+
 def merged_row(path: Path) -> dict:
-    """A record from the device runner on another machine (JSON file)."""
+    """A record made on another machine: device-runner JSON, or a benchmark_model / executor_runner log."""
     try:
-        record = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        record = json.loads(text)
         record["latency_ms"]["p50"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: not a device-runner record ({exc})") from None
-    return {"artifact": f"{record['model']}@{record.get('label', record.get('host', 'device'))}", "path": str(path),
-            "target": record["runtime"], "precision": "see artifact", "status": "OK", "label": record.get("label", "device"),
-            "sha256": record["sha256"], "record": record, "merged": True}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        record = record_from_log(text, Path(path).stem)
+        if record is None:
+            raise UserError(f"{path}: neither a device-runner record nor benchmark_model / executor_runner output") from None
+    label = record.get("label") or record.get("host") or Path(path).stem
+    return {"artifact": f"{record['model']}@{label}", "path": str(path), "target": record["runtime"], "precision": "see artifact",
+            "status": "OK", "label": label, "sha256": record.get("sha256"), "record": record, "merged": True}
 
 
 def macs_of(config: str | None) -> int | None:
