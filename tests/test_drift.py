@@ -176,3 +176,22 @@ def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_pat
     assert "sha256" in report["artifacts"][0]["reason"]
     again = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "b")
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_per_layer_sensitivity_ranks_modules(tiny_checkpoint, synth_root):
+    from calibration import select_calibration
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.data.transforms import to_model_input
+    from lagchand_edge.drift.sensitivity import layer_sensitivity
+
+    chosen = select_calibration(synth_root, 4)
+    samples = [InterHandDataset(synth_root, "test").load(i) for i in range(4)]
+    gt = np.stack([s["joints_cam"] for s in samples]).astype(np.float64)
+    images = to_model_input(np.stack([s["image"] for s in samples]))
+    result = layer_sensitivity(load_checkpoint(tiny_checkpoint), chosen.images, images, gt, modules=["model.encoder.layers.0", "model.graph.head"])
+    assert [r["module"] for r in result["ranking"]] and len(result["ranking"]) == 2
+    for row in result["ranking"]:
+        assert 0 <= row["only_this_int8_mm"] and np.isfinite(row["all_but_this_int8_mm"])
+    assert result["ranking"][0]["only_this_int8_mm"] >= result["ranking"][1]["only_this_int8_mm"]
+    assert result["all_int8_mm"] > 0 and result["samples"] == 4 and result["calibration_samples"] == 4

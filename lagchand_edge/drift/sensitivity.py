@@ -47,8 +47,9 @@ def layer_sensitivity(model: LAGCHand, calibration: torch.Tensor, images: torch.
 
     def score(**selection) -> tuple[float, float]:
         quantized = quantize_pt2e(exported.module(), calibration, named=deploy, **selection)
-        with torch.no_grad():
-            prediction = HandPrediction.from_outputs(quantized(images))
+        with torch.no_grad():  # the exported program has the deployed static shape: batch 1
+            outputs = [quantized(image[None]) for image in images]
+            prediction = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
         if progress:
             progress(1)
         return _scores(prediction, reference, gt_joints, reference_mpjpe)
