@@ -133,7 +133,18 @@ class LiteRTModel:
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
-        self.inputs = [(d["index"], random_input(d["shape"], d["dtype"])) for d in self.interpreter.get_input_details()]
+        self.inputs = [(d["index"], self._input(d)) for d in self.interpreter.get_input_details()]
+
+    @staticmethod
+    def _input(details: dict) -> np.ndarray:
+        """Random values of the declared shape; for a quantized input, a random [0, 1) image quantized
+        with the model's own scale and zero point (raw random integers can drive an int8 DIV to zero)."""
+        scale, zero = details.get("quantization", (0.0, 0))
+        if np.dtype(details["dtype"]).kind in "iu" and scale:
+            info = np.iinfo(details["dtype"])
+            real = random_input(details["shape"], np.float32)
+            return np.clip(np.round(real / scale + zero), info.min, info.max).astype(details["dtype"])
+        return random_input(details["shape"], details["dtype"])
 
     def __call__(self) -> None:
         for index, value in self.inputs:

@@ -98,3 +98,5 @@ def evaluate(
             m = results[name]
             table.add_row(name, *(f"{m[k]:.2f}" if k in m else "-" for k in ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe", "pa_mpjpe")))
     stdout.print(table)
+    if "ratio_to_baseline" in results:
+        stdout.print(f"MPJPE ratio to the mean-pose baseline: {results['ratio_to_baseline']:.3f}")

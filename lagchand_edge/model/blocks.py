@@ -7,6 +7,7 @@ so projections are 1x1 convolutions and every tensor stays rank <= 5 (CoreML's l
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,7 +39,12 @@ class InvertedResidual(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """GroupNorm(1) written out (mean/var over C, P, N): lowers to plain ops on every runtime."""
+    """GroupNorm(1): layer norm over (C, P, N), then a per-channel affine.
+
+    One `layer_norm` op, not mean/var/rsqrt written out: int8 quantizers leave it in float,
+    where the written-out form had them quantize the variance (CoreML's W8A8 rounded it to 0,
+    rsqrt(0) = inf, NaN) and the squares (a large share of ExecuTorch's int8 drift).
+    """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -47,10 +53,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        centred = x - mean
-        var = (centred * centred).mean(dim=(1, 2, 3), keepdim=True)
-        return centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return F.layer_norm(x, x.shape[1:], eps=self.eps) * self.weight + self.bias
 
 
 class SeparableSelfAttention(nn.Module):
