@@ -51,6 +51,10 @@ def artifact_row(entry: Entry, reference: dict, max_mpjpe: float | None, max_mpv
 def build_report(run: DriftRun, max_mpjpe: float | None = None, max_mpvpe: float | None = None, sensitivity: dict | None = None) -> dict:
     reference = run.reference_accuracy.summary()
     rows = [artifact_row(e, reference, max_mpjpe, max_mpvpe) for e in run.entries]
+    names = [r["artifact"] for r in rows]
+    for row, entry in zip(rows, run.entries, strict=True):
+        if names.count(row["artifact"]) > 1:  # same folder name from different places: say which
+            row["artifact"] = f"{entry.path.parent.name}/{entry.path.name}"
     inference = run.reference_seconds + sum(e.seconds for e in run.entries)
     return {
         "schema_version": 1,
