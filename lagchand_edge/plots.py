@@ -33,7 +33,7 @@ def plot_scatter(rows: list[dict], x_key: str, x_label: str, path: Path, pareto:
     if pareto and points:
         front, best = [], float("inf")
         for x, y, _ in sorted(points):
-            if y < best:
+            if y < best - 1e-3:  # a point must be better by a visible margin (mm) to join the front
                 front.append((x, y))
                 best = y
         ax.plot(*zip(*front, strict=True), color="#2a9d4a", linestyle="--", label="Pareto front")

@@ -21,10 +21,22 @@ NM_PER_MM = 1_000_000
 SQUARE_UNIT = 1e-8  # mm^2 per integer unit of the SNR sums
 
 
+#: Errors beyond this (or not finite: an artifact that overflowed) are counted as this many mm.
+ERROR_CAP_MM = 1e12
+
+
 def fixed_sum(values: np.ndarray, axis=None, unit: float = 1 / NM_PER_MM) -> np.ndarray | int:
-    """Sum of `values / unit` rounded to integers per element: exact, order-free accumulation."""
-    total = np.rint(np.asarray(values, np.float64) / unit).astype(np.int64).sum(axis=axis)
-    return int(total) if np.ndim(total) == 0 else total.astype(object)
+    """Sum of `values / unit` rounded to integers per element: exact, order-free accumulation.
+
+    Python integers (no overflow) whenever int64 partial sums could overflow.
+    """
+    scaled = np.rint(np.nan_to_num(np.asarray(values, np.float64), nan=ERROR_CAP_MM, posinf=ERROR_CAP_MM, neginf=-ERROR_CAP_MM)
+                     .clip(-ERROR_CAP_MM, ERROR_CAP_MM) / unit)
+    if np.abs(scaled).max(initial=0.0) * max(scaled.size, 1) < 2**62:
+        total = scaled.astype(np.int64).sum(axis=axis)
+    else:
+        total = np.vectorize(int, otypes=[object])(scaled).sum(axis=axis)
+    return int(total) if np.ndim(total) == 0 else np.asarray(total).astype(object)
 
 
 def _add(a, b):
@@ -120,6 +132,7 @@ class DriftTally:
         pv, rv = pred.raw.vertices * 1000.0, ref.raw.vertices * 1000.0
         pj, rj = pred.raw.joints * 1000.0, ref.raw.joints * 1000.0
         per_sample = np.linalg.norm(pv - rv, axis=-1).mean(axis=(1, 2)) if pv.shape[-2] else np.linalg.norm(pj - rj, axis=-1).mean(axis=(1, 2))
+        per_sample = np.nan_to_num(per_sample, nan=ERROR_CAP_MM, posinf=ERROR_CAP_MM)
         self.vertex_drift.extend(float(v) for v in per_sample)
         joint = np.linalg.norm(pj.astype(np.float64) - rj, axis=-1)  # (B, 2, 21)
         self.joint_sum = _add(self.joint_sum, fixed_sum(joint, axis=(0, 1)))
