@@ -114,6 +114,22 @@ class ArtifactRunner:
         return HandPrediction(*(np.concatenate([out[k] for out in per_image]) for k in range(len(OUTPUT_NAMES))))
 
 
+def find_artifacts(paths: list[Path]) -> list[Path]:
+    """Artifact folders and model files as given, with other folders searched for artifacts (by manifest)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path}: not found")
+        if (path / MANIFEST).is_file() or path.is_file():
+            found.append(path)
+            continue
+        inside = sorted(p.parent for p in path.rglob(MANIFEST) if not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not inside:
+            raise UserError(f"{path}: no artifacts (folders with {MANIFEST}) found")
+        found += inside
+    return list(dict.fromkeys(found))
+
+
 def load_runner(path: str | Path) -> ArtifactRunner:
     """Open an artifact folder (with manifest) or a foreign .pte/.tflite file (raw use only)."""
     path = Path(path)

@@ -35,11 +35,12 @@ def profile(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Latency of each artifact in its real runtime (host proxy), with the eager FP32 model and optional anchors timed alongside."""
+    from lagchand_edge.artifact import find_artifacts
     from lagchand_edge.errors import UserError
     from lagchand_edge.io import refuse_existing, report_files
     from lagchand_edge.profile.anchors import cached_anchors
-    from lagchand_edge.profile.report import goals, op_summary, table_rows, write_profile_report
-    from lagchand_edge.profile.session import Settings, expand, run_session
+    from lagchand_edge.profile.report import op_summary, table_rows, write_profile_report
+    from lagchand_edge.profile.session import Settings, run_session
 
     if threads < 1 or runs < 1 or warmup < 0:
         raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
@@ -47,14 +48,11 @@ def profile(
         raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
     refuse_existing(out / "profile.json", force)
     anchors = cached_anchors() if anchor else None
-    count = 1 + len(expand(list(paths or []))) + len(anchors or {})
+    count = 1 + len(find_artifacts(list(paths or []))) + len(anchors or {})
     with report_files(out, "profile.json", force=force) as tmp:
         with progress_bar("profiling", count) as advance:
             session = run_session(list(paths or []), Settings(threads, warmup, runs, not no_ops), checkpoint, anchors, merge, advance)
-        drift_report = out / "report.json"
-        if drift_report.is_file():
-            (tmp / "report.json").write_bytes(drift_report.read_bytes())
-        write_profile_report(session, tmp)
+        write_profile_report(session, tmp, drift_dir=out)
     if as_json:
         emit_json({**session, "results": [{k: v for k, v in r.items() if k != "record"} | {"latency_ms": r.get("record", {}).get("latency_ms")}
                                           for r in session["results"]]})
@@ -68,7 +66,7 @@ def profile(
     stdout.print(table)
     for line in (line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)):
         stdout.print(line, highlight=False)
-    summary = goals(session)
+    summary = session["goals"]
     for target, ratio in summary["int8_speedup_vs_eager"].items():
         stdout.print(f"goal: int8 {target} speed-up vs eager FP32 = {ratio:.2f}x (goal >= 4x)")
     if "best_int8_vs_mediapipe_full" in summary:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lagchand_edge.artifact import MANIFEST, load_runner, read_manifest, tool_versions
+from lagchand_edge.artifact import find_artifacts, load_runner, read_manifest, tool_versions
 from lagchand_edge.data.interhand import InterHandDataset, collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally, WorstSample
@@ -55,26 +55,10 @@ class Entry:
         self.status, self.reason, self.runner = status, reason, None
 
 
-def discover(paths: list[Path]) -> list[Path]:
-    """Artifact folders named directly, or found (by their manifest) under the given folders."""
-    found: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path}: not found")
-        if (path / MANIFEST).is_file() or path.is_file():
-            found.append(path)
-            continue
-        inside = sorted(p.parent for p in path.rglob(MANIFEST) if not any(part.startswith(".") for part in p.relative_to(path).parts))
-        if not inside:
-            raise UserError(f"{path}: no artifacts (folders with {MANIFEST}) found")
-        found += inside
-    return list(dict.fromkeys(found))
-
-
 def open_entries(paths: list[Path], reference_sha256: str, allow_mismatch: bool, worst_k: int) -> list[Entry]:
     """Manifest checks and runners; artifacts that cannot run here become ERROR/SKIPPED rows."""
     entries = []
-    for path in discover(paths):
+    for path in find_artifacts(paths):
         entry = Entry(path, drift=DriftTally(worst_k))
         entries.append(entry)
         if path.is_file():

@@ -79,12 +79,13 @@ def op_summary(row: dict) -> list[str]:
             f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
 
 
-def write_profile_report(session: dict, out: Path) -> None:
+def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None) -> None:
+    """Files into `out`; a drift report.json in `drift_dir` (default `out`) adds accuracy vs latency."""
     images = []
     if any(r["status"] == "OK" for r in session["results"]):
         _plot_latency(session, out / "latency.png")
         images.append(("latency distribution", out / "latency.png"))
-    drift_path = out / DRIFT_REPORT
+    drift_path = (drift_dir or out) / DRIFT_REPORT
     if drift_path.is_file():
         drift = json.loads(drift_path.read_text())
         rows = _accuracy_rows(session, drift)

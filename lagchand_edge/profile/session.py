@@ -17,7 +17,7 @@ from pathlib import Path
 
 from apps.device_runner import device_runner
 from converters import target_for_file
-from lagchand_edge.artifact import MANIFEST, read_manifest
+from lagchand_edge.artifact import MANIFEST, find_artifacts, read_manifest
 from lagchand_edge.errors import UserError
 
 HOST_LABEL = "host proxy"
@@ -53,22 +53,6 @@ def model_file(path: Path) -> tuple[Path, dict]:
     if target_for_file(path) is None:
         raise UserError(f"{path}: not a model this toolkit profiles (expected an artifact folder, .pte or .tflite)")
     return path, {"target": target_for_file(path), "precision": "unknown", "foreign": True}
-
-
-def expand(paths: list[Path]) -> list[Path]:
-    """Artifact folders or model files, with folders of artifacts expanded."""
-    out: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path}: not found")
-        if path.is_dir() and not (path / MANIFEST).is_file():
-            inside = sorted(p.parent for p in path.rglob(MANIFEST) if not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not inside:
-                raise UserError(f"{path}: no artifacts (folders with {MANIFEST}) found")
-            out += inside
-        else:
-            out.append(path)
-    return list(dict.fromkeys(out))
 
 
 def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings) -> dict:
@@ -161,7 +145,7 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
         raise UserError("--threads must be >= 1")
     if settings.runs < 1:
         raise UserError("--runs must be >= 1")
-    artifacts = [(path, *model_file(path)) for path in expand(paths)]  # every bad path is reported before any timing
+    artifacts = [(path, *model_file(path)) for path in find_artifacts(paths)]  # every bad path is reported before any timing
     merged = [merged_row(p) for p in merge or []]
     rows = []
     eager = profile_eager(checkpoint, settings)
