@@ -1,6 +1,8 @@
 """CoreML `.mlpackage` (ML Program, iOS17): fp16 (CoreML's default compute precision), fp32,
 W8 weight-only (`linear_quantize_weights`) and W8A8 (PT2E with ExecuTorch's torchao-based
-CoreMLQuantizer; coremltools' own CoreMLQuantizer import fails on torch 2.13).
+CoreMLQuantizer; coremltools' own CoreMLQuantizer import fails on torch 2.13) by the int8 plan:
+its float_activations and keep_float modules get int8 weights over fp16 activations (weight
+compression has no module scope on an ML Program, so keep_float's weights are int8 here too).
 
 Running uses Apple's runtime on macOS and the coreml-sim reference interpreter elsewhere.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.mixed_precision import ScopedQuantizer, calibrate
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.model import OUTPUT_NAMES
 
@@ -25,16 +28,12 @@ MODEL_FILE = "model.mlpackage"
 def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
     from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig, QuantizationScheme
     from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     config = LinearQuantizerConfig.from_dict({"global_config": {
         "quantization_scheme": QuantizationScheme.symmetric, "activation_dtype": torch.quint8,
         "weight_dtype": torch.qint8, "weight_per_channel": True}})
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), CoreMLQuantizer(config))
-    with torch.no_grad():
-        for image in recipe.calibration:
-            prepared(image[None])
-    return convert_pt2e(prepared)
+    quantizer = ScopedQuantizer(CoreMLQuantizer(config), exclude=recipe.plan.not_static, only=recipe.plan.static)
+    return calibrate(torch.export.export(model, (example,)).module(), quantizer, recipe.calibration)
 
 
 def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
@@ -42,8 +41,6 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 
     if recipe.observer is not None:
         raise ConversionError("--observer applies to the executorch target; CoreML (coremltools LinearQuantizerConfig observers) uses its own")
-    if recipe.keep_float:
-        raise ConversionError("--keep-float is supported for the executorch target only")
     if recipe.precision == "int8":
         model = _w8a8(model, example, recipe)
     precision = ct.precision.FLOAT32 if recipe.precision == "fp32" else ct.precision.FLOAT16
@@ -57,12 +54,14 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
             minimum_deployment_target=ct.target.iOS17,
             compute_precision=precision,
         )
-        if recipe.precision == "w8":
+        if recipe.precision == "w8" or recipe.plan.float_activations:
             from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
             mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric")))
     mlmodel.save(str(out_dir / MODEL_FILE))
-    quantizer = {"int8": "CoreMLQuantizer W8A8 (executorch.backends.apple.coreml)", "w8": "linear_quantize_weights (linear_symmetric)"}
+    quantizer = {"int8": "CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float "
+                         "modules; linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included",
+                 "w8": "linear_quantize_weights (linear_symmetric)"}
     return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
 
 

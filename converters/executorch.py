@@ -3,13 +3,15 @@ per-channel symmetric weights, static activations)."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from converters.recipe import ConversionError, Recipe
+from converters.mixed_precision import ScopedQuantizer, calibrate, combine
+from converters.recipe import ConversionError, Int8Plan, Recipe
 
 NAME = "executorch"
 PRECISIONS = ("fp32", "int8")
@@ -36,54 +38,39 @@ def quantization_config(observer: str = "histogram"):
     return replace(config, input_activation=activation, output_activation=activation)
 
 
-def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, keep_float: tuple[str, ...] = (),
-                  only: tuple[str, ...] | None = None, named: torch.nn.Module | None = None, observer: str = "histogram") -> torch.nn.Module:
-    """PT2E int8 (XNNPACKQuantizer) of an exported graph module, calibrated on `calibration`.
+def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, plan: Int8Plan, observer: str = "histogram") -> torch.nn.Module:
+    """PT2E int8 (XNNPACKQuantizer) of an exported graph module by `plan`, calibrated on `calibration`.
 
-    `keep_float` names modules left in float; `only` (instead) names the only modules quantized.
-    `named` is the eager model whose module names those refer to (default: `module`).
+    The plan's static modules get W8A8; its float_activations modules XNNPACK's dynamic scheme
+    (int8 weights, activations quantized per call: XNNPACK has no weight-only kernels).
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    config = quantization_config(observer)
-    quantizer = XNNPACKQuantizer()
-    if only is not None:
-        for name in only:
-            quantizer.set_module_name(name, config)
-    elif keep_float:
-        # XNNPACKQuantizer cannot exempt a module (a None config asserts), so quantize the
-        # smallest set of module subtrees that covers everything except the kept ones.
-        for name in _covering_modules(named if named is not None else module, set(keep_float)):
-            quantizer.set_module_name(name, config)
-    else:
-        quantizer.set_global(config)
-    prepared = prepare_pt2e(module, quantizer)
-    with torch.no_grad():
-        for image in calibration:
-            prepared(image[None])
-    return convert_pt2e(prepared)
+    static = XNNPACKQuantizer().set_global(quantization_config(observer))
+    parts = [ScopedQuantizer(static, exclude=plan.not_static, only=plan.static)]
+    if plan.float_activations:
+        dynamic = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+        parts.append(ScopedQuantizer(dynamic, exclude=plan.keep_float, only=plan.float_activations))
+    return calibrate(module, combine(parts), calibration)
 
 
 def _quantize(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
-    return quantize_pt2e(torch.export.export(model, (example,)).module(), recipe.calibration, recipe.keep_float, named=model,
-                         observer=recipe.observer or "histogram")
+    return quantize_pt2e(torch.export.export(model, (example,)).module(), recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
 
 
-def _covering_modules(model: torch.nn.Module, kept: set[str]) -> list[str]:
-    known = {name for name, _ in model.named_modules()}
-    unknown = sorted(kept - known)
-    if unknown:
-        raise ConversionError(f"--keep-float: no module named {unknown[0]!r}; e.g. {', '.join(sorted(known - {''})[:6])}")
-
-    def cover(module: torch.nn.Module, prefix: str) -> list[str]:
-        if prefix in kept:
-            return []
-        if prefix and not any(k.startswith(prefix + ".") for k in kept):
-            return [prefix]
-        return [n for child, sub in module.named_children() for n in cover(sub, f"{prefix}.{child}" if prefix else child)]
-
-    return cover(model, "")
+def _constants_as_parameters(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose derived constant buffers (graph adjacency, regressors) are frozen parameters:
+    PT2E then quantizes the adjacency like any linear weight and XNNPACK packs them in its
+    delegate, where buffers were fed to it as fp32 inputs from the program's constant segment."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for name in sorted(module._non_persistent_buffers_set):
+            tensor = module._buffers[name]
+            if tensor is not None and tensor.is_floating_point():
+                del module._buffers[name]
+                module._non_persistent_buffers_set.discard(name)
+                module.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+    return model
 
 
 def delegation_summary(edge_program) -> dict:
@@ -104,6 +91,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    model = _constants_as_parameters(model)
     if recipe.precision == "int8":
         model = _quantize(model, example, recipe)
     exported = torch.export.export(model, (example,))
@@ -111,7 +99,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     summary = delegation_summary(edge.exported_program())
     program = edge.to_executorch()
     (out_dir / MODEL_FILE).write_bytes(program.buffer)
-    quantizer = f"XNNPACKQuantizer(per-channel symmetric weights, static activations, {recipe.observer or 'histogram'} observer)"
+    quantizer = (f"XNNPACKQuantizer: per-channel symmetric int8 weights; static activations ({recipe.observer or 'histogram'} observer), "
+                 "dynamic per-call activations in the plan's float_activations modules")
     return {"delegation": summary, "quantizer": quantizer if recipe.quantized else None}
 
 

@@ -7,13 +7,35 @@ from dataclasses import dataclass, field
 import torch
 
 
+@dataclass(frozen=True)
+class Int8Plan:
+    """Module names (as `DeployModel` names them) by the int8 scheme they get. A name covers its
+    submodules; float_activations carve out of static, keep_float out of both. Ops under no
+    listed name stay float."""
+
+    static: tuple[str, ...] = ("model",)  # int8 weights, int8 activations (W8A8)
+    float_activations: tuple[str, ...] = ()  # int8 weights, float activations
+    keep_float: tuple[str, ...] = ()  # float weights and activations
+
+    @property
+    def not_static(self) -> tuple[str, ...]:
+        return self.float_activations + self.keep_float
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.static + self.not_static
+
+    def to_dict(self) -> dict:
+        return {"static_w8a8": list(self.static), "float_activations": list(self.float_activations), "keep_float": list(self.keep_float)}
+
+
 @dataclass
 class Recipe:
-    """Precision plus what PTQ needs: calibration images (N, 3, 256, 256) and modules kept float."""
+    """Precision plus what PTQ needs: calibration images (N, 3, 256, 256) and the int8 plan."""
 
     precision: str
     calibration: torch.Tensor | None = None
-    keep_float: tuple[str, ...] = field(default_factory=tuple)
+    plan: Int8Plan = field(default_factory=Int8Plan)
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
 
     @property

@@ -3,8 +3,9 @@
 Found on this stack: litert-torch's PT2E int8 path fails in its NHWC layout pass on this
 model ("Attempting to convert non-NHWC compatible node to NHWC: dequantize_per_tensor"), so
 fp16 and int8 go through Google's AI Edge Quantizer on the fp32 .tflite instead
-(float_casting for fp16; static_wi8_ai8 with our calibration images for int8). The int8 model
-has int8 inputs and outputs; the runner quantizes and dequantizes from the tensor details.
+(float_casting for fp16; for int8 static_wi8_ai8 with our calibration images, overridden per
+module scope by the int8 plan). The int8 model has int8 inputs and outputs; the runner quantizes
+and dequantizes from the tensor details.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from converters.recipe import ConversionError, Recipe
+from converters.recipe import ConversionError, Int8Plan, Recipe
 
 NAME = "tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -32,33 +34,70 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 
     if recipe.observer is not None:
         raise ConversionError("--observer applies to the executorch target; LiteRT (ai_edge_quantizer calibrates min-max) uses its own")
-    if recipe.keep_float:
-        raise ConversionError("--keep-float is supported for the executorch target only")
     float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")
     with contextlib.redirect_stdout(io.StringIO()):
         litert_torch.convert(model, (example,)).export(str(float_path))
     if recipe.precision == "fp32":
+        _shorten_tensor_names(float_path)
         return {"converter": "litert_torch.convert"}
     from ai_edge_quantizer import quantizer
-    from ai_edge_quantizer import recipe as aeq_recipe
 
     q = quantizer.Quantizer(str(float_path))
     if recipe.precision == "fp16":
         q.load_quantization_recipe(FP16_RECIPE)
         result = q.quantize()
     else:
-        q.load_quantization_recipe(aeq_recipe.static_wi8_ai8())
+        q.load_quantization_recipe(int8_recipe(model, recipe.plan))
         signature, input_name = _signature(float_path)
         samples = [{input_name: image[None].numpy().astype(np.float32)} for image in recipe.calibration]
         result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
     with contextlib.redirect_stdout(io.StringIO()):
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
+    _shorten_tensor_names(out_dir / MODEL_FILE)
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
           for d in runner.inputs + runner.outputs}
+    int8 = "ai_edge_quantizer: static_wi8_ai8 (min-max) in static modules, weight_only_wi8_afp32 in float_activations, no_quantize in keep_float"
     return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec,
-            "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else "ai_edge_quantizer static_wi8_ai8 (min-max)"}
+            "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}
+
+
+def scope_regex(root: torch.nn.Module, path: str) -> str:
+    """The LiteRT tensor-name scope of module `path`: litert-torch names each tensor by the chain
+    of called modules, `<module.Class>_<attribute>` joined by '/' (ModuleLists are never called)."""
+    parts, module = [], root
+    for attribute in path.split("."):
+        module = module[int(attribute)] if attribute.isdigit() else getattr(module, attribute)
+        if not isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            parts.append(f"{type(module).__module__}.{type(module).__qualname__}_{attribute}")
+    return "/".join(re.escape(part) for part in parts) + "(/|;|$)"
+
+
+def int8_recipe(model: torch.nn.Module, plan: Int8Plan) -> list[dict]:
+    """AI Edge Quantizer recipe for `plan`, one entry per module scope (the last match wins, so
+    deeper names come later); ops under no scope are not quantized."""
+    from ai_edge_quantizer import recipe as aeq_recipe
+
+    static, weight_only = aeq_recipe.static_wi8_ai8()[0], aeq_recipe.weight_only_wi8_afp32()[0]
+    entries = [static | {"regex": scope_regex(model, name)} for name in plan.static]
+    entries += [weight_only | {"regex": scope_regex(model, name)} for name in plan.float_activations]
+    entries += [{"regex": scope_regex(model, name), "operation": "*", "algorithm_key": "no_quantize", "op_config": {}} for name in plan.keep_float]
+    return entries
+
+
+def _shorten_tensor_names(path: Path) -> None:
+    """Replace internal tensor names (litert-torch writes each one's full module path: half a
+    megabyte) by their index; inputs, outputs and signatures keep their names."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = f"t{index}"
+    flatbuffer_utils.write_model(model, str(path))
 
 
 def _signature(path: Path) -> tuple[str, str]:

@@ -58,7 +58,7 @@ def path_size(path: Path) -> int:
 
 
 def build_manifest(target: str, precision: str, model_file: Path, extra: dict, source: dict, calibration: dict | None,
-                   keep_float: tuple[str, ...], shapes: dict[str, tuple]) -> dict:
+                   int8_plan, shapes: dict[str, tuple]) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "target": target,
@@ -66,7 +66,7 @@ def build_manifest(target: str, precision: str, model_file: Path, extra: dict, s
         "file": model_file.name,
         "sha256": path_sha256(model_file),
         "size_bytes": path_size(model_file),
-        "recipe": {"precision": precision, "keep_float": list(keep_float), **extra},
+        "recipe": {"precision": precision, "int8_plan": int8_plan.to_dict() if int8_plan else None, **extra},
         "calibration": calibration,
         "inputs": [{"name": "image", "shape": list(shapes["image"]), "dtype": "float32", "layout": "NCHW RGB",
                     "range": [0.0, 1.0], "normalisation": "ImageNet mean/std, applied inside the graph"}],

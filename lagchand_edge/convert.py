@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,8 @@ import torch
 
 from calibration import CalibrationSet, select_calibration
 from converters import TARGETS, get_target
-from converters.recipe import OBSERVERS, ConversionError, Recipe
+from converters.mixed_precision import check_module_names
+from converters.recipe import OBSERVERS, ConversionError, Int8Plan, Recipe
 from lagchand_edge.artifact import MANIFEST, build_manifest, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
 from lagchand_edge.errors import UserError
@@ -22,6 +23,14 @@ from lagchand_edge.io import atomic_dir, file_sha256
 from lagchand_edge.model import OUTPUT_NAMES, DeployModel, LAGCHand
 
 PARITY_IMAGES = 4
+#: LAGCHand's int8 plan, from `drift --per-layer` and the README's measurements: encoder and
+#: heatmap module W8A8; the graph decoder's activations carry mm-scale geometry that per-tensor
+#: int8 destroys (~30 mm of drift), so it keeps float activations over int8 weights; the glue
+#: between modules (normalisation, joint regression, root subtraction) stays float.
+DEFAULT_INT8_PLAN = Int8Plan(static=("model.encoder", "model.compact", "model.camera_head"), float_activations=("model.graph",))
+#: ExecuTorch realises float activations as XNNPACK's dynamic int8 (it has no weight-only
+#: kernels); the last attention block and the 3D head do not survive that and stay float there.
+TARGET_INT8_PLANS = {"executorch": replace(DEFAULT_INT8_PLAN, keep_float=("model.graph.blocks.2.attention", "model.graph.head"))}
 
 
 @dataclass
@@ -71,11 +80,16 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
 
 
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
-                     keep_float: tuple[str, ...], source: dict, force: bool, observer: str | None = None) -> ConvertResult:
+                     plan: Int8Plan, source: dict, force: bool, observer: str | None = None) -> ConvertResult:
     module = get_target(target)
-    deploy = DeployModel(model).eval()
+    deploy = DeployModel(model, int8_embeddings=precision == "int8").eval()
     example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
-    recipe = Recipe(precision, calibration.images if calibration is not None else None, keep_float, observer)
+    plan = plan if precision == "int8" else Int8Plan()
+    recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer)
+    try:
+        check_module_names(deploy, plan)
+    except ConversionError as exc:
+        raise UserError(f"int8 plan: {exc}") from None
     with torch.no_grad():
         shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
     with atomic_dir(out, force=force) as tmp:
@@ -88,7 +102,8 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
             raise UserError(f"{target} {precision} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} "
                             f"(in {Path(last.filename).name}:{last.lineno})") from None
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
-                                  calibration.manifest() if calibration is not None and recipe.quantized else None, keep_float, shapes)
+                                  calibration.manifest() if calibration is not None and recipe.quantized else None,
+                                  plan if recipe.precision == "int8" else None, shapes)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
     diff, note = parity(out, model, images)
@@ -96,12 +111,13 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
 
 
 def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
-            calib_data: Path | None = None, calib_samples: int = 32, keep_float: tuple[str, ...] = (), force: bool = False,
+            calib_data: Path | None = None, calib_samples: int = 32, int8_plan: Int8Plan | None = None, force: bool = False,
             progress=None, observer: str | None = None) -> list[ConvertResult]:
-    """Build the planned artifacts under `out_dir/<target>-<precision>/`."""
+    """Build the planned artifacts under `out_dir/<target>-<precision>/` (int8 by `int8_plan`,
+    default each target's measured plan)."""
     targets = plan(target, precision)
-    if keep_float and precision != "int8":
-        raise UserError("--keep-float only applies to --precision int8")
+    if int8_plan is not None and precision != "int8":
+        raise UserError("--static / --float-activations / --keep-float only apply to --precision int8")
     if observer is not None and (precision != "int8" or observer not in OBSERVERS):
         raise UserError(f"--observer takes {' or '.join(OBSERVERS)} and applies to --precision int8")
     if observer is not None and targets != ["executorch"]:
@@ -116,7 +132,7 @@ def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None 
     results = []
     for name in targets:
         results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
-                                        tuple(keep_float), source, force, observer))
+                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), source, force, observer))
         if progress:
             progress(1)
     return results

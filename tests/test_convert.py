@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from calibration import select_calibration
+from converters.recipe import Int8Plan
 from lagchand_edge.artifact import MANIFEST, load_runner, read_manifest
-from lagchand_edge.convert import convert, plan
+from lagchand_edge.convert import DEFAULT_INT8_PLAN, TARGET_INT8_PLANS, convert, plan
 from lagchand_edge.errors import UserError
 
 
@@ -99,9 +100,11 @@ def test_int8_artifacts_are_smaller_and_run(int8_artifacts, fp32_artifacts):
     assert manifest["calibration"]["count"] == 8 and len(manifest["calibration"]["ids"]) == 8
 
 
-def test_int8_tflite_keeps_float_io(int8_artifacts):
-    runner = load_runner(int8_artifacts["tflite"].path)
-    assert runner.backend.inputs[0]["dtype"] == np.int8  # the model itself takes int8
+def test_int8_tflite_keeps_float_io(tiny_checkpoint, synth_root, tmp_path):
+    # The all-W8A8 plan quantizes the graph's input and outputs too: the model takes int8
+    (result,) = convert("tflite", "int8", tmp_path, tiny_checkpoint, calib_data=synth_root, calib_samples=4, int8_plan=Int8Plan())
+    runner = load_runner(result.path)
+    assert runner.backend.inputs[0]["dtype"] == np.int8
     prediction = runner(np.random.default_rng(0).random((2, 3, 256, 256), dtype=np.float32))  # callers pass floats
     assert prediction.vertices.dtype == np.float32 and np.isfinite(prediction.vertices).all()
 
@@ -124,19 +127,22 @@ def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artif
         plan("onnx", "fp32")
     with pytest.raises(UserError, match="already exists"):
         convert("executorch", "fp32", fp32_artifacts["executorch"].path.parent, tiny_checkpoint)
-    with pytest.raises(UserError, match="keep-float is supported for the executorch target only"):
-        convert("tflite", "int8", tmp_path, tiny_checkpoint, keep_float=("graph",), calib_samples=2)
+    with pytest.raises(UserError, match="only apply to --precision int8"):
+        convert("tflite", "fp32", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.graph",)))
+    with pytest.raises(UserError, match="no module named 'model.nowhere'"):
+        convert("tflite", "int8", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.nowhere",)), calib_samples=2)
     assert list(tmp_path.iterdir()) == []  # no partial artifact, no temporary folder
 
 
-def test_keep_float_leaves_named_modules_unquantized(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
-    (kept,) = convert("executorch", "int8", tmp_path / "kept", tiny_checkpoint, calib_data=synth_root, calib_samples=4,
-                      keep_float=("model.graph",))
-    assert read_manifest(kept.path)["recipe"]["keep_float"] == ["model.graph"]
-    assert kept.size_bytes > int8_artifacts["executorch"].size_bytes  # the graph's weights stay fp32
-    with pytest.raises(UserError, match="no module named 'model.nowhere'"):
-        convert("executorch", "int8", tmp_path / "bad", tiny_checkpoint, calib_data=synth_root, calib_samples=2,
-                keep_float=("model.nowhere",))
+def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
+    recorded = read_manifest(int8_artifacts["executorch"].path)["recipe"]["int8_plan"]
+    assert recorded == TARGET_INT8_PLANS["executorch"].to_dict()
+    assert read_manifest(int8_artifacts["tflite"].path)["recipe"]["int8_plan"] == DEFAULT_INT8_PLAN.to_dict()
+    kept = Int8Plan(static=("model",), keep_float=("model.graph",))
+    for target in ("executorch", "tflite"):
+        (result,) = convert(target, "int8", tmp_path / target, tiny_checkpoint, calib_data=synth_root, calib_samples=4, int8_plan=kept)
+        assert result.size_bytes > int8_artifacts[target].size_bytes, target  # the graph's weights stay fp32
+        assert np.isfinite(result.parity_max_vertex_mm)
 
 
 def test_int8_activation_observer_choice(tiny_checkpoint, synth_root, tmp_path):

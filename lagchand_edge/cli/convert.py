@@ -18,24 +18,37 @@ def convert(
     config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
     calib_data: Path = typer.Option(None, help="InterHand2.6M-format root for calibration; default: synthetic, made on the fly."),
     calib_samples: int = typer.Option(32, min=1),
-    keep_float: str = typer.Option("", help="Comma-separated module names kept in float (executorch int8)."),
+    static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
+    float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
+    keep_float: str = typer.Option(None, help="int8 plan: modules kept float (weights and activations)."),
     observer: str = typer.Option(None, help="int8 activation observer for executorch: histogram (default) or minmax."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
+    from converters.recipe import Int8Plan
+    from lagchand_edge.convert import DEFAULT_INT8_PLAN, plan
     from lagchand_edge.convert import convert as run
-    from lagchand_edge.convert import plan
 
     planned = plan(target, precision)
-    names = tuple(n for n in keep_float.split(",") if n)
+    int8_plan = None
+    if static is not None or float_activations is not None or keep_float is not None:
+        int8_plan = Int8Plan(_modules(static, DEFAULT_INT8_PLAN.static), _modules(float_activations, DEFAULT_INT8_PLAN.float_activations),
+                             _modules(keep_float, DEFAULT_INT8_PLAN.keep_float))
     with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
-        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, names, force, advance, observer)
+        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, int8_plan, force, advance, observer)
     if as_json:
         emit_json([asdict(r) for r in results])
         return
     stdout.print(artifacts_table(results, "artifacts"))
+
+
+def _modules(option: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated module list; None keeps the default plan's, 'none' means no module."""
+    if option is None:
+        return default
+    return () if option.strip().lower() == "none" else tuple(n.strip() for n in option.split(",") if n.strip())
 
 
 def artifacts_table(results, title: str) -> Table:

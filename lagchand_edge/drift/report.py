@@ -31,7 +31,7 @@ def artifact_row(entry: Entry, reference: dict, max_mpjpe: float | None, max_mpv
     row = {"artifact": entry.name, "path": str(entry.path), "target": manifest.get("target", "?"),
            "runtime": entry.runtime or manifest.get("target", "?"),
            "precision": manifest.get("precision", "?"), "size_bytes": manifest.get("size_bytes"), "sha256": manifest.get("sha256"),
-           "keep_float": manifest.get("recipe", {}).get("keep_float", []), "status": entry.status, "reason": entry.reason}
+           "int8_plan": manifest.get("recipe", {}).get("int8_plan"), "status": entry.status, "reason": entry.reason}
     if entry.status != "RUN":
         row["verdict"] = entry.status
         return row

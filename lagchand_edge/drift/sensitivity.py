@@ -38,15 +38,16 @@ def layer_sensitivity(model: LAGCHand, calibration: torch.Tensor, images: torch.
                       modules: tuple[str, ...] | list[str] = SENSITIVITY_MODULES, progress: Callable[[int], None] | None = None) -> dict:
     """Rank `modules` by the int8 drift each causes; `images` (N,3,H,W) with GT joints (N,2,21,3) mm."""
     from converters.executorch import quantize_pt2e
+    from converters.recipe import Int8Plan
 
     deploy = DeployModel(model).eval()
-    exported = torch.export.export(deploy, (images[:1],))
+    exported = torch.export.export(deploy, (images[:1].contiguous(),))
     with torch.no_grad():
         reference = HandPrediction.from_outputs(deploy(images))
     reference_mpjpe = float(aligned_errors(reference.joints, gt_joints)[0].mean())
 
     def score(**selection) -> tuple[float, float]:
-        quantized = quantize_pt2e(exported.module(), calibration, named=deploy, **selection)
+        quantized = quantize_pt2e(exported.module(), calibration, **selection)
         with torch.no_grad():  # the exported program has the deployed static shape: batch 1
             outputs = [quantized(image[None]) for image in images]
             prediction = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
@@ -54,11 +55,11 @@ def layer_sensitivity(model: LAGCHand, calibration: torch.Tensor, images: torch.
             progress(1)
         return _scores(prediction, reference, gt_joints, reference_mpjpe)
 
-    everything = score()
+    everything = score(plan=Int8Plan())
     ranking = []
     for name in modules:
-        only_drift, only_delta = score(only=(name,))
-        rest_drift, rest_delta = score(keep_float=(name,))
+        only_drift, only_delta = score(plan=Int8Plan(static=(name,)))
+        rest_drift, rest_delta = score(plan=Int8Plan(keep_float=(name,)))
         ranking.append({"module": name, "only_this_int8_mm": only_drift, "only_this_delta_mpjpe_mm": only_delta,
                         "all_but_this_int8_mm": rest_drift, "all_but_this_delta_mpjpe_mm": rest_delta})
     ranking.sort(key=lambda r: -r["only_this_int8_mm"])

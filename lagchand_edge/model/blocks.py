@@ -69,7 +69,8 @@ class SeparableSelfAttention(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, P, N)
-        q, k, v = torch.split(self.qkv(x), [1, self.dim, self.dim], dim=1)
+        qkv = self.qkv(x)  # slices, not torch.split: XNNPACK takes slices, a split runs as a portable copy
+        q, k, v = qkv[:, :1], qkv[:, 1 : 1 + self.dim], qkv[:, 1 + self.dim :]
         scores = torch.softmax(q, dim=-1)
         context = (k * scores).sum(dim=-1, keepdim=True)
         return self.proj(torch.relu(v) * context)
@@ -88,10 +89,18 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-1, -2), dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(batch, tokens, dim))
+        qkv = self.qkv(x)
+        # Slices and 3-D bmm, not 5-D select + broadcast matmul: the latter lower to portable
+        # select/expand copies outside XNNPACK (milliseconds per inference on a phone).
+        q, k, v = (self._heads(qkv[..., i * dim : (i + 1) * dim]) for i in range(3))
+        attn = torch.softmax(torch.bmm(q * self.head_dim**-0.5, k.transpose(1, 2)), dim=-1)
+        out = torch.bmm(attn, v).reshape(batch, self.heads, tokens, self.head_dim)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B * heads, T, head_dim)."""
+        batch, tokens, _ = t.shape
+        return t.reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2).reshape(batch * self.heads, tokens, self.head_dim)
 
 
 class PatchTransformer(nn.Module):

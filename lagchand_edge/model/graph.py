@@ -27,6 +27,30 @@ def _buffer(array) -> torch.Tensor:
     return torch.as_tensor(array, dtype=torch.float32)
 
 
+class Int8Tables(nn.Module):
+    """Learned tables (a ParameterList) stored as int8 codes with one fp32 scale per row.
+
+    Indexing returns the dequantized fp32 table, so `LinearGraph.forward` reads it unchanged.
+    For int8 artifacts: the vertex and image embeddings are added to activations, are no weight
+    of any quantizable op, and would otherwise ship as fp32 (a fifth of an int8 artifact).
+    """
+
+    def __init__(self, tables: nn.ParameterList) -> None:
+        super().__init__()
+        self.count = len(tables)
+        for i, table in enumerate(tables):
+            table = table.detach().float()
+            scale = table.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127
+            self.register_buffer(f"codes{i}", torch.round(table / scale).to(torch.int8))
+            self.register_buffer(f"scale{i}", scale)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return getattr(self, f"codes{i}").to(torch.float32) * getattr(self, f"scale{i}")
+
+
 class LinearGCN(nn.Module):
     """Residual linear graph convolution X + act(LN(A_hat X W)), shared by both hands."""
 
@@ -72,10 +96,10 @@ class GraphLevelBlock(nn.Module):
         for gcn in self.gcn:
             x = gcn(x, adjacency)
         h = self.attention(x.reshape(batch * 2, n, c), image).reshape(batch, 2, n, c)
-        h_left, h_right = h[:, 0], h[:, 1]
+        h_left, h_right = h[:, 0:1], h[:, 1:2]  # slices, not selects: XNNPACK takes them
         left = self.beta * h_left + (1 - self.beta) * h_right
         right = self.alpha * h_right + (1 - self.alpha) * h_left
-        return torch.stack([left, right], dim=1)
+        return torch.cat([left, right], dim=1)
 
 
 class LinearGraph(nn.Module):
@@ -99,12 +123,18 @@ class LinearGraph(nn.Module):
         self.widen = nn.ModuleList([nn.Linear(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)])
         self.head = nn.Linear(channels[-1], 3)
 
+    def int8_embeddings(self) -> None:
+        """Store the vertex and image embeddings as `Int8Tables` (deploy-time, int8 artifacts)."""
+        self.vertex_embed = Int8Tables(self.vertex_embed)
+        self.image_embed = Int8Tables(self.image_embed)
+
     def _image_tokens(self, bound: torch.Tensor, t: int) -> torch.Tensor:
         """G_t pooled to a grid x grid map, as (B*2, grid^2, c) tokens shared by both hands."""
         factor = bound.shape[-1] // self.grid
         pooled = F.avg_pool2d(bound, factor) if factor > 1 else bound
         tokens = pooled.flatten(2).transpose(1, 2) + self.image_embed[t]
-        return tokens.repeat_interleave(2, dim=0)
+        batch, m, c = tokens.shape
+        return torch.cat([tokens, tokens], dim=1).reshape(batch * 2, m, c)  # each sample twice, as repeat_interleave
 
     def forward(self, hand_features: torch.Tensor, bound: list[torch.Tensor]) -> torch.Tensor:
         """(B, 2, hand_dim) features and G_0..G_2 -> (B, 2, V, 3) mesh vertices."""
@@ -117,9 +147,10 @@ class LinearGraph(nn.Module):
 
     @staticmethod
     def _children(x: torch.Tensor) -> torch.Tensor:
-        """Binary-tree upsampling: node i of a level feeds nodes 2i and 2i+1 of the next."""
+        """Binary-tree upsampling: node i of a level feeds nodes 2i and 2i+1 of the next (a concat
+        and a view; an expand would lower to a portable copy outside XNNPACK)."""
         b, hands, n, c = x.shape
-        return x[:, :, :, None, :].expand(b, hands, n, 2, c).reshape(b, hands, 2 * n, c)
+        return torch.cat([x, x], dim=-1).reshape(b, hands, 2 * n, c)
 
     def _to_mesh(self, points: torch.Tensor) -> torch.Tensor:
         """(B, 2, n, 3) finest-level points -> (B, 2, V, 3) vertices by the fixed interpolation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,17 +74,23 @@ class LAGCHand(nn.Module):
         features = self.encoder(x)
         _, hand_features, bound, heatmaps = self.compact(features)
         vertices = self.graph(hand_features, bound)
-        joints = self.joint_regressor @ vertices
+        joints = torch.einsum("hjv,bhvc->bhjc", self.joint_regressor, vertices)  # a bmm over hands, no broadcast copy
         root = joints[:, :, MIDDLE_MCP : MIDDLE_MCP + 1, :]
         camera = self.camera_head(hand_features)
         return vertices - root, joints - root, camera, heatmaps
 
 
 class DeployModel(nn.Module):
-    """What goes to devices: the three outputs of `OUTPUT_NAMES`, no training heatmaps."""
+    """What goes to devices: the three outputs of `OUTPUT_NAMES`, no training heatmaps.
 
-    def __init__(self, model: LAGCHand) -> None:
+    `int8_embeddings`: a copy of the model whose embedding tables are int8 (int8 artifacts).
+    """
+
+    def __init__(self, model: LAGCHand, int8_embeddings: bool = False) -> None:
         super().__init__()
+        if int8_embeddings:
+            model = copy.deepcopy(model)
+            model.graph.int8_embeddings()
         self.model = model
 
     def forward(self, image: torch.Tensor):

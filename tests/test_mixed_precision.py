@@ -1,0 +1,117 @@
+"""The int8 plan: module scopes hold in PT2E and LiteRT, embeddings ship as int8 tables."""
+
+import re
+
+import numpy as np
+import torch
+
+from converters.executorch import quantization_config, quantize_pt2e
+from converters.mixed_precision import ScopedQuantizer, calibrate
+from converters.recipe import Int8Plan
+from converters.tflite import scope_regex
+from lagchand_edge.checkpoint import load_checkpoint
+from lagchand_edge.convert import DEFAULT_INT8_PLAN, TARGET_INT8_PLANS
+from lagchand_edge.model import DeployModel
+
+
+def _exported(checkpoint):
+    deploy = DeployModel(load_checkpoint(checkpoint)).eval()
+    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    return deploy, torch.export.export(deploy, (images[:1],)), images
+
+
+def _scopes(node) -> list[str]:
+    return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+
+
+def _inside(node, scope: str) -> bool:
+    return any(path == scope or path.startswith(scope + ".") for path in _scopes(node))
+
+
+def _is(node, name: str) -> bool:
+    return isinstance(node, torch.fx.Node) and str(node.target).endswith(f".{name}.default")
+
+
+def _int8_ops(module) -> list:
+    """Ops computing in int8 after lowering: dequantized activations in, a quantized result out."""
+    return [n for n in module.graph.nodes if n.op == "call_function" and n.users and all(_is(u, "quantize_per_tensor") for u in n.users)
+            and any(_is(a, "dequantize_per_tensor") for a in n.args)]
+
+
+def _dynamic_ops(module) -> list:
+    """Ops fed by a per-call (dynamic) quantization: choose_qparams -> quantize -> dequantize -> op."""
+    ops, frontier = [], [n for n in module.graph.nodes if "choose_qparams" in str(n.target)]
+    while frontier:
+        node = frontier.pop()
+        for user in node.users:
+            (frontier if "quantize" in str(user.target) or user.target is __import__("operator").getitem else ops).append(user)
+    return ops
+
+
+def test_scoped_quantizer_keeps_int8_inside_its_scope(tiny_checkpoint):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    _, exported, images = _exported(tiny_checkpoint)
+    # XNNPACKQuantizer annotates `cat` everywhere whatever module filter is set; the scope must hold
+    quantizer = ScopedQuantizer(XNNPACKQuantizer().set_global(quantization_config()), only=("model.encoder",))
+    quantized = calibrate(exported.module(), quantizer, images)
+    assert _int8_ops(quantized)
+    for node in _int8_ops(quantized):
+        assert _inside(node, "model.encoder"), (node.name, _scopes(node))
+
+
+def test_executorch_plan_puts_each_module_in_its_scheme(tiny_checkpoint):
+    _, exported, images = _exported(tiny_checkpoint)
+    plan = TARGET_INT8_PLANS["executorch"]
+    quantized = quantize_pt2e(exported.module(), images, plan)
+    dynamic = _dynamic_ops(quantized)
+    assert dynamic and all(_inside(n, "model.graph") for n in dynamic)  # float activations: quantized per call
+    static = _int8_ops(quantized)
+    assert any(_inside(n, "model.encoder") for n in static) and any(_inside(n, "model.compact") for n in static)
+    assert not any(_inside(n, "model.graph") for n in static)
+    for node in _int8_ops(quantized) + dynamic:  # nothing quantized in the kept-float modules
+        assert not any(_inside(node, kept) for kept in plan.keep_float), node.name
+
+
+def test_litert_scope_regexes_match_the_converted_model(tiny_checkpoint, tmp_path):
+    import contextlib
+    import io
+
+    import litert_torch
+
+    deploy, _, images = _exported(tiny_checkpoint)
+    with contextlib.redirect_stdout(io.StringIO()):
+        edge = litert_torch.convert(deploy, (images[:1],))
+    from ai_edge_litert.interpreter import Interpreter
+
+    edge.export(str(tmp_path / "float.tflite"))
+    names = [d["name"] for d in Interpreter(model_path=str(tmp_path / "float.tflite")).get_tensor_details()]
+    plan = TARGET_INT8_PLANS["executorch"]
+    counts = {name: sum(bool(re.search(scope_regex(deploy, name), tensor)) for tensor in names) for name in plan.names}
+    assert all(counts.values()), counts
+    # a deeper scope matches a subset of its parent's tensors
+    assert counts["model.graph.blocks.2.attention"] < counts["model.graph"]
+
+
+def test_int8_embedding_tables_round_trip(tiny_checkpoint):
+    model = load_checkpoint(tiny_checkpoint)
+    before = [t.detach().clone() for t in model.graph.vertex_embed]
+    deploy = DeployModel(model, int8_embeddings=True).eval()
+    tables = deploy.model.graph.vertex_embed
+    assert len(tables) == len(before) and tables.codes0.dtype == torch.int8
+    for i, original in enumerate(before):
+        step = original.abs().amax(dim=-1, keepdim=True) / 127
+        assert (tables[i] - original).abs().le(step / 2 + 1e-7).all()
+    assert isinstance(model.graph.vertex_embed, torch.nn.ParameterList)  # the caller's model is untouched
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        exact, approx = DeployModel(model)(image)[0], deploy(image)[0]
+    assert np.isfinite(approx.numpy()).all() and (exact - approx).abs().max() < 0.01  # metres
+
+
+def test_default_plans_name_real_modules(tiny_checkpoint):
+    from converters.mixed_precision import check_module_names
+
+    deploy = DeployModel(load_checkpoint(tiny_checkpoint))
+    for plan in (DEFAULT_INT8_PLAN, *TARGET_INT8_PLANS.values(), Int8Plan()):
+        check_module_names(deploy, plan)
