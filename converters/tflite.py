@@ -80,10 +80,19 @@ def int8_recipe(model: torch.nn.Module, plan: Int8Plan) -> list[dict]:
     from ai_edge_quantizer import recipe as aeq_recipe
 
     static, weight_only = aeq_recipe.static_wi8_ai8()[0], aeq_recipe.weight_only_wi8_afp32()[0]
-    entries = [static | {"regex": scope_regex(model, name)} for name in plan.static]
-    entries += [weight_only | {"regex": scope_regex(model, name)} for name in plan.float_activations]
-    entries += [{"regex": scope_regex(model, name), "operation": "*", "algorithm_key": "no_quantize", "op_config": {}} for name in plan.keep_float]
-    return entries
+    # a name that is the whole network (the deploy wrapper's only child) covers its I/O tensors too
+    whole = [name for name, _ in model.named_children()]
+    entries = [static | {"regex": ".*" if [name] == whole else scope_regex(model, name)} for name in plan.static]
+    # AEQ skips a matching entry its op cannot take (weight-only on an op without weights), so a
+    # float_activations scope first says no_quantize: its weightless ops must not stay static
+    for name in plan.float_activations:
+        entries += [_no_quantize(scope_regex(model, name)), weight_only | {"regex": scope_regex(model, name)}]
+    return entries + [_no_quantize(scope_regex(model, name)) for name in plan.keep_float]
+
+
+def _no_quantize(regex: str) -> dict:
+    # a distinct key: AEQ keeps one entry per (regex, operation), a later one replacing the earlier
+    return {"regex": f"(?:{regex})", "operation": "*", "algorithm_key": "no_quantize", "op_config": {}}
 
 
 def _shorten_tensor_names(path: Path) -> None:

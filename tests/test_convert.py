@@ -137,7 +137,8 @@ def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artif
 def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
     recorded = read_manifest(int8_artifacts["executorch"].path)["recipe"]["int8_plan"]
     assert recorded == TARGET_INT8_PLANS["executorch"].to_dict()
-    assert read_manifest(int8_artifacts["tflite"].path)["recipe"]["int8_plan"] == DEFAULT_INT8_PLAN.to_dict()
+    assert read_manifest(int8_artifacts["tflite"].path)["recipe"]["int8_plan"] == TARGET_INT8_PLANS["tflite"].to_dict()
+    assert read_manifest(int8_artifacts["coreml"].path)["recipe"]["int8_plan"] == DEFAULT_INT8_PLAN.to_dict()
     kept = Int8Plan(static=("model",), keep_float=("model.graph",))
     for target in ("executorch", "tflite"):
         (result,) = convert(target, "int8", tmp_path / target, tiny_checkpoint, calib_data=synth_root, calib_samples=4, int8_plan=kept)

@@ -69,8 +69,9 @@ class SeparableSelfAttention(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, P, N)
-        qkv = self.qkv(x)  # slices, not torch.split: XNNPACK takes slices, a split runs as a portable copy
-        q, k, v = qkv[:, :1], qkv[:, 1 : 1 + self.dim], qkv[:, 1 + self.dim :]
+        # torch.split (a portable copy), not channel slices: ExecuTorch 1.5.1's XNNPACK delegate
+        # computes channel slices of this conv output wrongly (the fp32 parity tests catch it)
+        q, k, v = torch.split(self.qkv(x), [1, self.dim, self.dim], dim=1)
         scores = torch.softmax(q, dim=-1)
         context = (k * scores).sum(dim=-1, keepdim=True)
         return self.proj(torch.relu(v) * context)
