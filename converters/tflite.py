@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,12 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
     _shorten_tensor_names(out_dir / MODEL_FILE)
+    tables = _int8_added_constants(out_dir / MODEL_FILE) if recipe.precision == "int8" else 0
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
           for d in runner.inputs + runner.outputs}
     int8 = "ai_edge_quantizer: static_wi8_ai8 (min-max) in static modules, weight_only_wi8_afp32 in float_activations, no_quantize in keep_float"
-    return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec,
+    return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec, "int8_added_constants": tables,
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}
 
 
@@ -107,6 +109,81 @@ def _shorten_tensor_names(path: Path) -> None:
             if index not in keep:
                 tensor.name = f"t{index}"
     flatbuffer_utils.write_model(model, str(path))
+
+
+def _per_axis_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Symmetric int8 codes of a 2-D constant with one scale per row or per column, whichever
+    reconstructs it better (an `Int8Tables` table gets its own codes back, in either orientation)."""
+    best = None
+    for axis in (0, 1):
+        scale = np.abs(matrix).max(axis=1 - axis, keepdims=True).clip(1e-12) / 127
+        codes = np.round(matrix / scale).astype(np.int8)
+        error = np.abs(codes * scale - matrix).max()
+        if best is None or error < best[3]:
+            best = (codes, scale.reshape(-1).astype(np.float32), axis, error)
+    return best[:3]
+
+
+def _int8_added_constants(path: Path, min_elements: int = 1024) -> int:
+    """Store the large fp32 constants that ADD ops add to activations as int8; returns how many.
+
+    These are the graph's embedding tables: the model ships them as int8 (`Int8Tables`), but
+    litert-torch folds `codes * scale` back into fp32 (merged with a neighbouring bias where one
+    is) and AI Edge Quantizer quantizes no ADD operand. Each becomes int8 codes (`_per_axis_int8`)
+    feeding a DEQUANTIZE and a RESHAPE that produce the original tensor.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model(str(path))
+    graph = flat.subgraphs[0]
+    references = Counter(tensor.buffer for sub in flat.subgraphs for tensor in sub.tensors)
+    codes_of = {max(code.builtinCode, code.deprecatedBuiltinCode): index for index, code in enumerate(flat.operatorCodes)}
+
+    def opcode(code: int, version: int) -> int:
+        if code not in codes_of:
+            entry = schema.OperatorCodeT()
+            entry.builtinCode, entry.deprecatedBuiltinCode, entry.version = code, code, version
+            flat.operatorCodes.append(entry)
+            codes_of[code] = len(flat.operatorCodes) - 1
+        return codes_of[code]
+
+    def add_tensor(shape, dtype: int, name: str, data: np.ndarray | None = None, quantization=None) -> int:
+        tensor = schema.TensorT()
+        tensor.shape, tensor.type, tensor.name, tensor.quantization, tensor.buffer = np.asarray(shape, np.int32), dtype, name, quantization, 0
+        if data is not None:
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            flat.buffers.append(buffer)
+            tensor.buffer = len(flat.buffers) - 1
+        graph.tensors.append(tensor)
+        return len(graph.tensors) - 1
+
+    add = codes_of.get(schema.BuiltinOperator.ADD)
+    candidates = sorted({i for op in graph.operators if op.opcodeIndex == add for i in op.inputs if i >= 0})
+    new_ops = []
+    for index in candidates:
+        tensor = graph.tensors[index]
+        data = flat.buffers[tensor.buffer].data
+        if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) < 4 * min_elements:
+            continue
+        values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float32)
+        codes, scale, axis = _per_axis_int8(values.reshape(-1, int(tensor.shape[-1])))
+        quantization = schema.QuantizationParametersT()
+        quantization.scale, quantization.zeroPoint, quantization.quantizedDimension = scale, np.zeros(len(scale), np.int64), axis
+        codes_index = add_tensor(codes.shape, schema.TensorType.INT8, f"t{index}_codes", codes, quantization)
+        float_index = add_tensor(codes.shape, schema.TensorType.FLOAT32, f"t{index}_dequantized")
+        shape_index = add_tensor([len(tensor.shape)], schema.TensorType.INT32, f"t{index}_shape", np.asarray(tensor.shape, np.int32))
+        dequantize, reshape = schema.OperatorT(), schema.OperatorT()
+        dequantize.opcodeIndex, dequantize.inputs, dequantize.outputs = opcode(schema.BuiltinOperator.DEQUANTIZE, 4), [codes_index], [float_index]
+        reshape.opcodeIndex, reshape.inputs, reshape.outputs = opcode(schema.BuiltinOperator.RESHAPE, 1), [float_index, shape_index], [index]
+        new_ops += [dequantize, reshape]
+        if references[tensor.buffer] == 1:
+            flat.buffers[tensor.buffer].data = None
+        tensor.buffer = 0
+    graph.operators = new_ops + graph.operators  # their inputs are constants: they may run first
+    flatbuffer_utils.write_model(flat, str(path))
+    return len(new_ops) // 2
 
 
 def _signature(path: Path) -> tuple[str, str]:

@@ -29,11 +29,12 @@ PARITY_IMAGES = 4
 #: between modules (normalisation, joint regression, root subtraction) stays float.
 DEFAULT_INT8_PLAN = Int8Plan(static=("model.encoder", "model.compact", "model.camera_head"), float_activations=("model.graph",))
 #: ExecuTorch realises float activations as XNNPACK's dynamic int8 (it has no weight-only
-#: kernels); the last attention block and the 3D head do not survive that and stay float there.
+#: kernels); the 3D head (195 weights, mm-scale outputs) does not survive that and stays float
+#: there (ΔMPJPE 1.58 -> 0.46 mm on 32 samples; the last attention block float too: 0.29 mm at +2% size).
 #: LiteRT's quantizer calibrates min-max, which the outliers of the encoder's transformer stages
 #: (layers 2-4) do not survive (ΔMPJPE 1.1 mm): they keep float activations there.
 TARGET_INT8_PLANS = {
-    "executorch": replace(DEFAULT_INT8_PLAN, keep_float=("model.graph.blocks.2.attention", "model.graph.head")),
+    "executorch": replace(DEFAULT_INT8_PLAN, keep_float=("model.graph.head",)),
     "tflite": replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.2", "model.encoder.layers.3", "model.encoder.layers.4",
                                                              "model.graph")),
 }

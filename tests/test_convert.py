@@ -109,6 +109,34 @@ def test_int8_tflite_keeps_float_io(tiny_checkpoint, synth_root, tmp_path):
     assert prediction.vertices.dtype == np.float32 and np.isfinite(prediction.vertices).all()
 
 
+def test_int8_tflite_stores_embedding_tables_as_int8(int8_artifacts):
+    # litert-torch folds the int8 tables back to fp32 constants; the converter puts int8 back
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    path = int8_artifacts["tflite"].path
+    flat = flatbuffer_utils.read_model(str(path / "model.tflite"))
+    graph = flat.subgraphs[0]
+    names = {index: flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) for index, op in enumerate(graph.operators)}
+    added = {i for index, op in enumerate(graph.operators) if names[index] == "ADD" for i in op.inputs}
+    float_constants = [graph.tensors[i] for i in added if graph.tensors[i].type == 0 and flat.buffers[graph.tensors[i].buffer].data is not None]
+    assert not [t.shape for t in float_constants if np.prod(t.shape) >= 1024]
+    assert read_manifest(path)["recipe"]["int8_added_constants"] == 6  # 3 vertex + 3 image tables
+
+
+def test_per_axis_int8_gives_an_int8_table_back_exactly():
+    from converters.tflite import _per_axis_int8
+
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.001, 0.1, (40, 1)).astype(np.float32)
+    codes = rng.integers(-127, 128, (40, 24)).astype(np.int8)
+    codes[:, 0] = 127  # each row reaches full scale, as `Int8Tables` builds them
+    table = codes * scale
+    for matrix, axis in ((table, 0), (table.T.copy(), 1)):
+        got_codes, got_scale, got_axis = _per_axis_int8(matrix)
+        assert got_axis == axis and np.allclose(got_scale, scale.reshape(-1), rtol=1e-6, atol=0)
+        assert np.array_equal(got_codes, codes if axis == 0 else codes.T)
+
+
 def test_coreml_weight_only_int8_and_w8a8_run(tiny_checkpoint, tmp_path, int8_artifacts):
     (result,) = convert("coreml", "w8", tmp_path, tiny_checkpoint)
     assert read_manifest(result.path)["recipe"]["quantizer"].startswith("linear_quantize_weights")

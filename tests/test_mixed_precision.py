@@ -86,11 +86,12 @@ def test_litert_scope_regexes_match_the_converted_model(tiny_checkpoint, tmp_pat
 
     edge.export(str(tmp_path / "float.tflite"))
     names = [d["name"] for d in Interpreter(model_path=str(tmp_path / "float.tflite")).get_tensor_details()]
-    plan = TARGET_INT8_PLANS["executorch"]
-    counts = {name: sum(bool(re.search(scope_regex(deploy, name), tensor)) for tensor in names) for name in plan.names}
+    scopes = [*TARGET_INT8_PLANS["tflite"].names, "model.graph.blocks.2.attention", "model.graph.head"]
+    counts = {name: sum(bool(re.search(scope_regex(deploy, name), tensor)) for tensor in names) for name in scopes}
     assert all(counts.values()), counts
     # a deeper scope matches a subset of its parent's tensors
     assert counts["model.graph.blocks.2.attention"] < counts["model.graph"]
+    assert counts["model.encoder.layers.2"] < counts["model.encoder"]
 
 
 def test_int8_embedding_tables_round_trip(tiny_checkpoint):

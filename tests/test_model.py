@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from lagchand_edge.hand import load_hands
+from lagchand_edge.hand.graph import build_hierarchy
+from lagchand_edge.hand.joints import HAND_NAMES
 from lagchand_edge.model import CONFIGS, DeployModel, HandPrediction, create_model
 from lagchand_edge.model.blocks import fold_patches, unfold_patches
 from lagchand_edge.model.flops import PAPER_GMACS, count_model
@@ -63,5 +65,10 @@ def test_hand_prediction_projection_matches_the_training_camera():
 def test_graph_follows_the_active_hand_model():
     hands = load_hands()
     model = create_model("tiny", hands)
-    assert model.graph.mesh_weight.shape[0] == hands["right"].num_vertices
-    np.testing.assert_allclose(model.joint_regressor[0].numpy(), hands["left"].joint_regressor, atol=1e-6)
+    to_mesh = torch.as_tensor(build_hierarchy(hands["right"]).to_mesh)
+    points = torch.randn(2, 2, to_mesh.shape[1], 3, dtype=torch.float64)
+    vertices = torch.einsum("vn,bhnc->bhvc", to_mesh, points)
+    np.testing.assert_allclose(model.graph.to_mesh.double()(points).numpy(), vertices.numpy(), atol=1e-6)
+    dense = torch.as_tensor(np.stack([hands[side].joint_regressor for side in HAND_NAMES]))
+    joints = model.joint_regressor.double()(vertices)
+    np.testing.assert_allclose(joints.numpy(), torch.einsum("hjv,bhvc->bhjc", dense, vertices).numpy(), atol=1e-6)

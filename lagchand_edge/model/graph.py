@@ -8,12 +8,11 @@ Per level t (graphs of the active hand model, `lagchand_edge.hand.graph`):
   eqs. (9)-(10) HF_L = beta H_L + (1 - beta) H_R, HF_R = alpha H_R + (1 - alpha) H_L with
                 learned alpha, beta (cross-hand injection);
 then a binary-tree upsampling to the next level. The finest level regresses 3D points, mapped to
-every mesh vertex by the hierarchy's fixed interpolation matrix (dense: sparse ops lower nowhere).
+every mesh vertex by the hierarchy's fixed interpolation matrix (`SparseRows`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +20,7 @@ from torch import nn
 from lagchand_edge.hand.graph import GraphHierarchy
 from lagchand_edge.model.blocks import MultiHeadAttention
 from lagchand_edge.model.config import LAGCHandConfig
+from lagchand_edge.model.sparse import SparseRows
 
 
 def _buffer(array) -> torch.Tensor:
@@ -110,12 +110,7 @@ class LinearGraph(nn.Module):
         self.grid = cfg.image_grid
         for t, level in enumerate(graph.levels):
             self.register_buffer(f"adjacency{t}", _buffer(level.adjacency), persistent=False)
-        # The fixed finest-level -> mesh interpolation has <= 4 non-zeros per vertex: keep it as
-        # (index, weight) pairs, a gather and a weighted sum, instead of a mostly-zero V x n matrix.
-        k = int((graph.to_mesh != 0).sum(1).max())
-        order = np.argsort(-np.abs(graph.to_mesh), axis=1, kind="stable")[:, :k]
-        self.register_buffer("mesh_index", torch.as_tensor(order.reshape(-1), dtype=torch.long), persistent=False)
-        self.register_buffer("mesh_weight", _buffer(np.take_along_axis(graph.to_mesh, order, 1)), persistent=False)
+        self.to_mesh = SparseRows(graph.to_mesh)  # the fixed finest-level -> mesh interpolation
         self.init = nn.Linear(cfg.hand_dim, channels[0])
         self.vertex_embed = nn.ParameterList([nn.Parameter(torch.randn(2, n, c) * 0.02) for n, c in zip(sizes, channels, strict=True)])
         self.image_embed = nn.ParameterList([nn.Parameter(torch.randn(self.grid * self.grid, c) * 0.02) for c in channels])
@@ -143,7 +138,7 @@ class LinearGraph(nn.Module):
             x = block(x, getattr(self, f"adjacency{t}"), self._image_tokens(bound[t], t))
             if t + 1 < len(self.blocks):
                 x = self.widen[t](self._children(x)) + self.vertex_embed[t + 1]
-        return self._to_mesh(self.head(x))
+        return self.to_mesh(self.head(x))
 
     @staticmethod
     def _children(x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +147,3 @@ class LinearGraph(nn.Module):
         b, hands, n, c = x.shape
         return torch.cat([x, x], dim=-1).reshape(b, hands, 2 * n, c)
 
-    def _to_mesh(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, 2, n, 3) finest-level points -> (B, 2, V, 3) vertices by the fixed interpolation."""
-        b, hands, _, _ = points.shape
-        num_vertices, k = self.mesh_weight.shape
-        picked = torch.index_select(points, 2, self.mesh_index).reshape(b, hands, num_vertices, k, 3)
-        return (picked * self.mesh_weight[:, :, None]).sum(dim=3)

@@ -17,6 +17,7 @@ from lagchand_edge.model.compact import CompactSingleHandHeatmap
 from lagchand_edge.model.config import LAGCHandConfig
 from lagchand_edge.model.encoder import LinearAttentionEncoder
 from lagchand_edge.model.graph import LinearGraph
+from lagchand_edge.model.sparse import SparseRows
 
 #: Names of the deployed outputs, in order: every runtime returns these.
 OUTPUT_NAMES = ("vertices", "joints", "camera")
@@ -59,8 +60,7 @@ class LAGCHand(nn.Module):
         self.num_vertices = hands["right"].num_vertices
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
-        regressors = np.stack([hands[side].joint_regressor for side in HAND_NAMES])
-        self.register_buffer("joint_regressor", torch.as_tensor(regressors, dtype=torch.float32), persistent=False)
+        self.joint_regressor = SparseRows(np.stack([hands[side].joint_regressor for side in HAND_NAMES]))
         self.encoder = LinearAttentionEncoder(cfg.encoder)
         self.compact = CompactSingleHandHeatmap(cfg, self.encoder.out_channels)
         self.graph = LinearGraph(cfg, build_hierarchy(hands["right"]))
@@ -74,7 +74,7 @@ class LAGCHand(nn.Module):
         features = self.encoder(x)
         _, hand_features, bound, heatmaps = self.compact(features)
         vertices = self.graph(hand_features, bound)
-        joints = torch.einsum("hjv,bhvc->bhjc", self.joint_regressor, vertices)  # a bmm over hands, no broadcast copy
+        joints = self.joint_regressor(vertices)
         root = joints[:, :, MIDDLE_MCP : MIDDLE_MCP + 1, :]
         camera = self.camera_head(hand_features)
         return vertices - root, joints - root, camera, heatmaps
