@@ -84,6 +84,10 @@ def test_gate_threshold_override():
     reference = run.reference_accuracy.summary()
     assert artifact_row(entry, reference, 0.1, None)["verdict"] == "FAIL"
     assert artifact_row(entry, reference, None, None)["verdict"] == "PASS"
+    # the opt-in gate on drift from FP32's outputs (p95 of per-sample vertex drift: 0.5 mm here)
+    row = artifact_row(entry, reference, None, None, max_vertex_drift=0.4)
+    assert row["verdict"] == "FAIL" and row["failed_gates"] == ["p95 vertex drift"]
+    assert artifact_row(entry, reference, None, None, max_vertex_drift=0.6)["verdict"] == "PASS"
 
 
 def test_shards_are_contiguous_and_cover_everything():

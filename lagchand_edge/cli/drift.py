@@ -57,7 +57,7 @@ def _render(report: dict, out: Path) -> None:
         table.add_column(column)
     colours = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "SKIPPED": "dim"}
     for row in lines[1:]:
-        verdict = row[-1].split(":")[0]
+        verdict = row[-1].split()[0]
         table.add_row(*row[:-1], f"[{colours.get(verdict, 'white')}]{row[-1]}[/]")
     stdout.print(table)
     for r in report["artifacts"]:
@@ -88,6 +88,7 @@ def drift(
     out: Path = typer.Option(Path("runs/drift"), help="Report folder (report.json / .md / .html, plots)."),
     max_mpjpe_drift: float = typer.Option(None, help="Gate on |ΔMPJPE| mm for every artifact (default by precision: fp32 0.01, fp16 0.1, int8 1.0)."),
     max_mpvpe_drift: float = typer.Option(None, help="Gate on |ΔMPVPE| mm (same defaults)."),
+    max_vertex_drift: float = typer.Option(None, min=0, help="Also gate on the p95 vertex drift from FP32's outputs, mm (off by default)."),
     shard: str = typer.Option(None, help="Check only shard INDEX/COUNT of the data; merge shards with 'drift merge'."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Also rank modules by the int8 drift they cause (PT2E)."),
     allow_mismatch: bool = typer.Option(False, help="Accept artifacts converted from another checkpoint."),
@@ -128,7 +129,7 @@ def drift(
             sensitivity = _sensitivity(model, dataset, min(num, 32)) if per_layer else None
         if data is None:
             run.data["root"] = f"synthetic (seed {DEFAULT_SYNTH_SEED}, {num} samples)"
-    report = build_report(run, max_mpjpe_drift, max_mpvpe_drift, sensitivity)
+    report = build_report(run, max_mpjpe_drift, max_mpvpe_drift, sensitivity, max_vertex_drift)
     with report_files(out, "report.json", force=force) as tmp_out:
         run.save(tmp_out)
         write_report(run, report, tmp_out)

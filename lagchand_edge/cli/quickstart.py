@@ -36,7 +36,7 @@ def quickstart(
     report = out / "report"
     try:  # on a fresh synthetic set (not the calibration one); FAIL verdicts are information here, not a stop
         drift(paths=[out / "artifacts"], data=None, split="test", num=num, checkpoint=None, out=report, max_mpjpe_drift=None,
-              max_mpvpe_drift=None, shard=None, per_layer=False, allow_mismatch=False, batch_size=8, worst_k=4, mano_dir=None,
+              max_mpvpe_drift=None, max_vertex_drift=None, shard=None, per_layer=False, allow_mismatch=False, batch_size=8, worst_k=4, mano_dir=None,
               force=force, as_json=False)
     except typer.Exit:
         pass
