@@ -123,6 +123,20 @@ def test_int8_tflite_stores_embedding_tables_as_int8(int8_artifacts):
     assert read_manifest(path)["recipe"]["int8_added_constants"] == 6  # 3 vertex + 3 image tables
 
 
+def test_executorch_nearest_upsampling_rewrite_is_exact(tiny_checkpoint):
+    from converters.executorch import _nearest_upsampling_as_copies
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model import DeployModel
+
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    module = torch.export.export(DeployModel(load_checkpoint(tiny_checkpoint)).eval(), (image,)).module()
+    before = module(image)
+    rewritten = _nearest_upsampling_as_copies(module)
+    assert not [n for n in rewritten.graph.nodes if "upsample" in str(n.target)]
+    for expected, got in zip(before, rewritten(image), strict=True):
+        assert torch.equal(expected, got)
+
+
 def test_per_axis_int8_gives_an_int8_table_back_exactly():
     from converters.tflite import _per_axis_int8
 
