@@ -39,7 +39,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     with contextlib.redirect_stdout(io.StringIO()):
         litert_torch.convert(model, (example,)).export(str(float_path))
     if recipe.precision == "fp32":
-        _shorten_tensor_names(float_path)
+        with _rewrite(float_path) as flat:
+            _shorten_tensor_names(flat)
         return {"converter": "litert_torch.convert"}
     from ai_edge_quantizer import quantizer
 
@@ -55,8 +56,9 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     with contextlib.redirect_stdout(io.StringIO()):
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
-    _shorten_tensor_names(out_dir / MODEL_FILE)
-    tables = _int8_added_constants(out_dir / MODEL_FILE) if recipe.precision == "int8" else 0
+    with _rewrite(out_dir / MODEL_FILE) as flat:
+        _shorten_tensor_names(flat)
+        tables = _int8_added_constants(flat) if recipe.precision == "int8" else 0
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
           for d in runner.inputs + runner.outputs}
@@ -97,18 +99,25 @@ def _no_quantize(regex: str) -> dict:
     return {"regex": f"(?:{regex})", "operation": "*", "algorithm_key": "no_quantize", "op_config": {}}
 
 
-def _shorten_tensor_names(path: Path) -> None:
-    """Replace internal tensor names (litert-torch writes each one's full module path: half a
-    megabyte) by their index; inputs, outputs and signatures keep their names."""
+@contextlib.contextmanager
+def _rewrite(path: Path):
+    """The `.tflite` at `path` as a flatbuffer object (schema ModelT), written back on exit: one
+    read and one write for every post-conversion edit."""
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(str(path))
-    for subgraph in model.subgraphs:
+    flat = flatbuffer_utils.read_model(str(path))
+    yield flat
+    flatbuffer_utils.write_model(flat, str(path))
+
+
+def _shorten_tensor_names(flat) -> None:
+    """Replace internal tensor names (litert-torch writes each one's full module path: half a
+    megabyte) by their index; inputs, outputs and signatures keep their names."""
+    for subgraph in flat.subgraphs:
         keep = set(subgraph.inputs) | set(subgraph.outputs)
         for index, tensor in enumerate(subgraph.tensors):
             if index not in keep:
                 tensor.name = f"t{index}"
-    flatbuffer_utils.write_model(model, str(path))
 
 
 def _per_axis_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -124,7 +133,7 @@ def _per_axis_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return best[:3]
 
 
-def _int8_added_constants(path: Path, min_elements: int = 1024) -> int:
+def _int8_added_constants(flat, min_elements: int = 1024) -> int:
     """Store the large fp32 constants that ADD ops add to activations as int8; returns how many.
 
     These are the graph's embedding tables: the model ships them as int8 (`Int8Tables`), but
@@ -133,9 +142,7 @@ def _int8_added_constants(path: Path, min_elements: int = 1024) -> int:
     feeding a DEQUANTIZE and a RESHAPE that produce the original tensor.
     """
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
 
-    flat = flatbuffer_utils.read_model(str(path))
     graph = flat.subgraphs[0]
     references = Counter(tensor.buffer for sub in flat.subgraphs for tensor in sub.tensors)
     codes_of = {max(code.builtinCode, code.deprecatedBuiltinCode): index for index, code in enumerate(flat.operatorCodes)}
@@ -182,7 +189,6 @@ def _int8_added_constants(path: Path, min_elements: int = 1024) -> int:
             flat.buffers[tensor.buffer].data = None
         tensor.buffer = 0
     graph.operators = new_ops + graph.operators  # their inputs are constants: they may run first
-    flatbuffer_utils.write_model(flat, str(path))
     return len(new_ops) // 2
 
 

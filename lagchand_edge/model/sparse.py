@@ -25,7 +25,7 @@ class SparseRows(nn.Module):
         k = max(int((stacked != 0).sum(-1).max()), 1)
         order = np.argsort(-np.abs(stacked), axis=-1, kind="stable")[..., :k]
         # one flat index: into the node axis when shared, into (group, node) pairs otherwise
-        offsets = np.zeros((1, 1, 1), dtype=np.int64) if self.shared else np.arange(groups)[:, None, None] * columns
+        offsets = 0 if self.shared else np.arange(groups)[:, None, None] * columns
         self.register_buffer("index", torch.as_tensor((order + offsets).reshape(-1), dtype=torch.long), persistent=False)
         self.register_buffer("weight", torch.as_tensor(np.take_along_axis(stacked, order, -1), dtype=torch.float32), persistent=False)
         self.rows, self.k = rows, k
