@@ -13,14 +13,17 @@ from lagchand_edge.model import create_model
 from lagchand_edge.train.loop import TrainOptions, train
 
 
-def test_a_few_steps_on_tiny_reduce_the_loss(synth_train_root, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_a_few_steps_on_tiny_reduce_the_loss(synth_train_root, tmp_path, bf16):
     out = tmp_path / "tiny.safetensors"
-    info = train(TrainOptions(data=synth_train_root, out=out, config="tiny", epochs=6, batch_size=8, lr=3e-3, edge_from=1.0))
+    info = train(TrainOptions(data=synth_train_root, out=out, config="tiny", epochs=6, batch_size=8, lr=3e-3, edge_from=1.0, bf16=bf16))
     losses = [epoch["loss"] for epoch in info["history"]]
     assert losses[-1] < 0.8 * losses[0], losses
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["config"] == "tiny" and sidecar["epoch"] == 6 and len(sidecar["sha256"]) == 64
-    assert load_checkpoint(out).cfg.name == "tiny"
+    model = load_checkpoint(out)
+    assert model.cfg.name == "tiny"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed precision keeps fp32 weights
 
 
 def test_training_is_deterministic_and_resumable(synth_train_root, tmp_path):

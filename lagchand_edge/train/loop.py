@@ -41,6 +41,7 @@ class TrainOptions:
     limit: int | None = None
     resume: bool = False
     init: Path | None = None  # start from these weights (fine-tuning), with a fresh optimizer
+    bf16: bool = False  # mixed precision: the forward pass under bf16 autocast, weights and losses fp32
     edge_from: float = 0.5  # fraction of epochs after which the edge loss joins (IntagHand)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     mano_dir: Path | None = None
@@ -78,6 +79,15 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _device() -> torch.device:
+    """This process's GPU (torchrun's LOCAL_RANK) when CUDA is there, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
+
+
 def _optimizer_path(out: Path) -> Path:
     return out.with_name(out.stem + ".optimizer.safetensors")
 
@@ -105,6 +115,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
 def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train and return the sidecar info of the last checkpoint written."""
     rank, world = _distributed()
+    device = _device()
     torch.manual_seed(opts.seed)
     dataset = InterHandDataset(opts.data, "train", mano_dir=opts.mano_dir, strict=False, limit=opts.limit, augment_seed=opts.seed)
     if not dataset.has_mesh:
@@ -118,12 +129,13 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
         model = load_checkpoint(opts.init, opts.config, dataset.hands).train()
     else:
         model = create_model(opts.config, dataset.hands).train()
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     if start_epoch and _optimizer_path(opts.out).is_file():
         _load_optimizer(optimizer, opts.out)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=opts.seed) if world > 1 else None
-    faces = torch.as_tensor(dataset.hands["right"].faces)
+    faces = torch.as_tensor(dataset.hands["right"].faces, device=device)
     cfg = model.cfg
     history = info.get("history", [])
     for epoch in range(start_epoch, opts.epochs):
@@ -146,7 +158,11 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
             if batch is None:
                 continue
             images, targets = prepare_batch(batch, cfg.image_size, cfg.heatmap_size, rng)
-            losses = total_loss(predictions(net(images), cfg.image_size), targets, faces, weights)
+            images, targets = images.to(device), {k: v.to(device) for k, v in targets.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+                outputs = net(images)
+            outputs = tuple(o.float() for o in outputs)
+            losses = total_loss(predictions(outputs, cfg.image_size), targets, faces, weights)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()
