@@ -54,8 +54,9 @@ def aligned_errors(
     return joint_err, vert_err
 
 
-def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """`pred` (..., N, 3) moved onto `gt` by the best similarity transform (Umeyama)."""
+def _similarity_fit(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Umeyama's best similarity transform of `pred` (..., N, 3) onto `gt`: scale, rotation
+    (applied as `p @ rot`) and both centroids."""
     mu_p, mu_g = pred.mean(-2, keepdims=True), gt.mean(-2, keepdims=True)
     p, g = pred - mu_p, gt - mu_g
     u, s, vt = np.linalg.svd(np.swapaxes(p, -1, -2) @ g)
@@ -64,7 +65,21 @@ def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     fix[..., -1] = d
     rot = u @ (fix[..., :, None] * vt)
     scale = (s * fix).sum(-1) / np.maximum((p**2).sum((-1, -2)), 1e-12)
-    return scale[..., None, None] * p @ rot + mu_g
+    return scale, rot, mu_p, mu_g
+
+
+def procrustes_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """`pred` (..., N, 3) moved onto `gt` by the best similarity transform (Umeyama)."""
+    scale, rot, mu_p, mu_g = _similarity_fit(pred, gt)
+    return scale[..., None, None] * (pred - mu_p) @ rot + mu_g
+
+
+def rotation_error_deg(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Angle (degrees) of the rotation Procrustes needs to bring each `pred` hand onto `gt`:
+    the global-orientation part of the error, which PA-MPJPE leaves out and MPJPE mixes in."""
+    rot = _similarity_fit(pred, gt)[1]
+    cosine = (np.trace(rot, axis1=-2, axis2=-1) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
 def summarize(
@@ -72,8 +87,10 @@ def summarize(
     vert_err: np.ndarray | None = None,
     joint_valid: np.ndarray | None = None,
     pa_joint_err: np.ndarray | None = None,
+    rotation_deg: np.ndarray | None = None,
 ) -> dict[str, float | list[float] | int]:
-    """Means over samples of (N, 2, 21) joint and (N, 2, V) vertex errors; masked by validity."""
+    """Means over samples of (N, 2, 21) joint and (N, 2, V) vertex errors; masked by validity.
+    `rotation_deg` (N, 2) is summarised by its median (its distribution has a heavy tail of flips)."""
     valid = np.ones(joint_err.shape, bool) if joint_valid is None else np.asarray(joint_valid, bool)
     out: dict[str, float | list[float] | int] = {"samples": int(joint_err.shape[0])}
 
@@ -87,6 +104,8 @@ def summarize(
     out["per_joint"] = masked_mean(joint_err, valid, axis=(0, 1)).round(4).tolist()
     if pa_joint_err is not None:
         out["pa_mpjpe"] = float(np.mean([masked_mean(pa_joint_err[:, h], valid[:, h]) for h in range(2)]))
+    if rotation_deg is not None:
+        out["rotation_error_deg_median"] = float(np.median(rotation_deg))
     if vert_err is not None:
         per_hand_v = [float(vert_err[:, h].mean()) for h in range(2)]
         out["mpvpe"] = float(np.mean(per_hand_v))
@@ -98,5 +117,6 @@ def summarize(
 def evaluate_hands(pred_joints, gt_joints, pred_vertices=None, gt_vertices=None, joint_valid=None, root: str = "mcp"):
     """All metrics for (N, 2, 21, 3) predictions against GT (mm), IntagHand's protocol."""
     joint_err, vert_err = aligned_errors(pred_joints, gt_joints, pred_vertices, gt_vertices, root)
-    pa = np.linalg.norm(procrustes_aligned(np.asarray(pred_joints, np.float64), np.asarray(gt_joints, np.float64)) - gt_joints, axis=-1)
-    return summarize(joint_err, vert_err, joint_valid, pa)
+    pred, gt = np.asarray(pred_joints, np.float64), np.asarray(gt_joints, np.float64)
+    pa = np.linalg.norm(procrustes_aligned(pred, gt) - gt, axis=-1)
+    return summarize(joint_err, vert_err, joint_valid, pa, rotation_error_deg(pred, gt))

@@ -4,7 +4,7 @@ import pytest
 from lagchand_edge.data import camera as cam
 from lagchand_edge.data.transforms import crop_intrinsics, square_box
 from lagchand_edge.hand.joints import MIDDLE_MCP, WRIST
-from lagchand_edge.metrics import aligned_errors, evaluate_hands, procrustes_aligned, summarize
+from lagchand_edge.metrics import aligned_errors, evaluate_hands, procrustes_aligned, rotation_error_deg, summarize
 
 
 def _random_camera(rng):
@@ -99,6 +99,22 @@ def test_pa_mpjpe_removes_rotation():
     metrics = evaluate_hands(pred, gt)
     assert metrics["pa_mpjpe"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["mpjpe"] > 1.0
+
+
+def test_rotation_error_is_the_angle_between_the_hands():
+    rng = np.random.default_rng(8)
+    gt = _gt_hands(rng, n=3)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angles = np.array([10.0, 90.0, 170.0])
+    pred = np.empty_like(gt)
+    for i, angle in enumerate(np.radians(angles)):  # Rodrigues' formula, one angle per sample
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        pred[i] = gt[i] @ rot.T * 0.8 + 3  # turned, shrunk and moved: only the turn counts
+    np.testing.assert_allclose(rotation_error_deg(pred, gt), np.repeat(angles[:, None], 2, 1), atol=1e-6)
+    assert evaluate_hands(pred, gt)["rotation_error_deg_median"] == pytest.approx(90.0)
+    assert evaluate_hands(gt, gt)["rotation_error_deg_median"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_invalid_joints_are_masked():

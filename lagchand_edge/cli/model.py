@@ -92,12 +92,13 @@ def evaluate(
         return
     table = Table(title=f"{data} [{split}] - {results['model']['samples']} samples, {results['model']['device']}")
     table.add_column("predictor")
-    for column in ("MPJPE mm", "left", "right", "MPVPE mm", "PA-MPJPE mm"):
+    columns = ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe", "pa_mpjpe", "rotation_error_deg_median")
+    for column in ("MPJPE mm", "left", "right", "MPVPE mm", "PA-MPJPE mm", "rotation err° (median)"):
         table.add_column(column, justify="right")
     for name in ("model", "mean_pose_baseline"):
         if name in results:
             m = results[name]
-            table.add_row(name, *(f"{m[k]:.2f}" if k in m else "-" for k in ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe", "pa_mpjpe")))
+            table.add_row(name, *(f"{m[k]:.2f}" if k in m else "-" for k in columns))
     stdout.print(table)
     if "ratio_to_baseline" in results:
         stdout.print(f"MPJPE ratio to the mean-pose baseline: {results['ratio_to_baseline']:.3f}")
