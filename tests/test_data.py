@@ -6,9 +6,11 @@ import pytest
 from PIL import Image
 
 from lagchand_edge.data.interhand import InterHandDataset, SampleError, collate
-from lagchand_edge.data.synth import generate_sample
+from lagchand_edge.data.render import vertex_normals
+from lagchand_edge.data.synth import SKIN_TONES, generate_sample, skin_albedo
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import load_hands
+from lagchand_edge.hand.joints import MANO_JOINT_NAMES
 
 
 def test_synthetic_set_reads_through_the_release_reader(synth_root):
@@ -48,6 +50,21 @@ def test_hands_are_visible_in_synthetic_images():
 
     uv = cam.project(cam.world_to_camera(joints["right"], scene.camrot, scene.campos), cam.intrinsics(scene.focal, scene.princpt))
     assert ((uv > -5) & (uv < 133)).all()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_skin_shows_palm_back_and_nails(side):
+    hand = load_hands("procedural")[side]
+    normal_z = vertex_normals(hand.template, hand.faces)[:, 2]
+    for tone in SKIN_TONES:
+        colour = skin_albedo(hand, tone)
+        nail = np.abs(colour - (0.3 * tone + 0.7 * np.array([0.97, 0.85, 0.83]))).max(1) < 1e-9
+        palm, back = colour[normal_z < -0.5].mean(0), colour[(normal_z > 0.5) & ~nail].mean(0)
+        assert palm.sum() > back.sum() + 0.1  # a visible palm-versus-back cue at every tone
+        assert (normal_z[nail] > 0.35).all()
+    tip_joints = [i for i, name in enumerate(MANO_JOINT_NAMES) if name.endswith("3")]
+    owner = hand.skin_weights[:, tip_joints].argmax(1)
+    assert sorted(set(owner[nail])) == list(range(5))  # one nail per finger
 
 
 def test_real_sample_reads_in_joints_only_mode(real_root):

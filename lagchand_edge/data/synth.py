@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from lagchand_edge import __version__
 from lagchand_edge.data import camera as cam
 from lagchand_edge.data.layout import DATASET_CARD, SPLITS, annotation_path
-from lagchand_edge.data.render import rasterize, shade
+from lagchand_edge.data.render import rasterize, shade, vertex_normals
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import HandModel, load_hands
 from lagchand_edge.hand.joints import HAND_NAMES, MANO_JOINT_NAMES
@@ -37,6 +37,8 @@ FINGER_AXES = {  # flexion axis (right hand, rest frame): positive angle curls t
     "thumb": np.cross([-0.62, 0.74, -0.26], [0.55, 0.35, -0.75]),
 }
 NUM_CAPTURES = 4
+PALM_TINT = np.array([0.97, 0.76, 0.70])  # palms and soles are lighter and pinker at every skin tone
+NAIL_TINT = np.array([0.97, 0.85, 0.83])
 
 
 @dataclass
@@ -171,13 +173,31 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float64) / 255.0
 
 
+def skin_albedo(hand: HandModel, skin: np.ndarray) -> np.ndarray:
+    """Per-vertex colour (V, 3): lighter palm, slightly darker back, nails on the fingertips.
+
+    Real hands show which side faces the camera through these cues; an evenly coloured mesh
+    leaves palm-versus-back (and so the hand's orientation and side) to silhouette and shading.
+    Sides are read from the rest mesh, whose back faces +z for both hands.
+    """
+    normal_z = vertex_normals(hand.template, hand.faces)[:, 2]
+    back = np.clip((normal_z + 0.3) / 0.6, 0.0, 1.0)[:, None]
+    palm = 0.45 * skin + 0.55 * PALM_TINT
+    colour = back * skin * 0.9 + (1 - back) * palm
+    tips = [MANO_JOINT_NAMES.index(f"{finger}3") for finger in FINGER_AXES]
+    nail = (hand.skin_weights[:, tips].max(1) > 0.99) & (normal_z > 0.35)
+    colour[nail] = 0.3 * skin + 0.7 * NAIL_TINT
+    return colour
+
+
 def render_scene(scene: Scene, hands: dict[str, HandModel], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """The RGB uint8 picture of a scene."""
     width, height = size
     verts = scene_vertices_cam(scene, hands)
     vertices = np.concatenate([verts["left"], verts["right"]])
     faces = np.concatenate([hands["left"].faces, hands["right"].faces + len(verts["left"])])
-    colours = scene.skin * rng.uniform(0.93, 1.05, size=(len(vertices), 1))
+    albedo = np.concatenate([skin_albedo(hands[side], scene.skin) for side in ("left", "right")])
+    colours = albedo * rng.uniform(0.93, 1.05, size=(len(vertices), 1))
     k = cam.intrinsics(scene.focal, scene.princpt)
     face_id, _, bary = rasterize(vertices, faces, k, width, height)
     fg, mask = shade(vertices, faces, colours, face_id, bary, scene.light, scene.ambient)
