@@ -7,7 +7,7 @@ from PIL import Image
 
 from lagchand_edge.data.interhand import InterHandDataset, SampleError, collate
 from lagchand_edge.data.render import vertex_normals
-from lagchand_edge.data.synth import SKIN_TONES, generate_sample, skin_albedo
+from lagchand_edge.data.synth import NAIL_TINT, SKIN_TONES, generate_sample, skin_albedo
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import load_hands
 from lagchand_edge.hand.joints import MANO_JOINT_NAMES
@@ -58,7 +58,7 @@ def test_skin_shows_palm_back_and_nails(side):
     normal_z = vertex_normals(hand.template, hand.faces)[:, 2]
     for tone in SKIN_TONES:
         colour = skin_albedo(hand, tone)
-        nail = np.abs(colour - (0.3 * tone + 0.7 * np.array([0.97, 0.85, 0.83]))).max(1) < 1e-9
+        nail = np.abs(colour - (0.3 * tone + 0.7 * NAIL_TINT)).max(1) < 1e-9
         palm, back = colour[normal_z < -0.5].mean(0), colour[(normal_z > 0.5) & ~nail].mean(0)
         assert palm.sum() > back.sum() + 0.1  # a visible palm-versus-back cue at every tone
         assert (normal_z[nail] > 0.35).all()

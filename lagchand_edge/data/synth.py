@@ -37,7 +37,7 @@ FINGER_AXES = {  # flexion axis (right hand, rest frame): positive angle curls t
     "thumb": np.cross([-0.62, 0.74, -0.26], [0.55, 0.35, -0.75]),
 }
 NUM_CAPTURES = 4
-PALM_TINT = np.array([0.97, 0.76, 0.70])  # palms and soles are lighter and pinker at every skin tone
+PALM_TINT = np.array([0.97, 0.76, 0.70])  # palms are lighter and pinker than the back at every skin tone
 NAIL_TINT = np.array([0.97, 0.85, 0.83])
 
 
