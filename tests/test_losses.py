@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lagchand_edge.train.losses import edge_loss, heatmap_loss, normal_loss, projection_loss, total_loss, vertex_loss
+from lagchand_edge.train.losses import aligned_loss, edge_loss, heatmap_loss, normal_loss, projection_loss, total_loss, vertex_loss
 from lagchand_edge.train.targets import gaussian_heatmaps, lr_at, normalise_hands, weak_perspective
 
 TRIANGLE = torch.tensor([[0, 1, 2]])
@@ -27,6 +27,26 @@ def test_edge_loss_hand_computed():
     scaled = FLAT * 2
     # GT edge lengths 1, sqrt2, 1 -> doubled: differences 1, sqrt2, 1
     assert edge_loss(scaled, FLAT, TRIANGLE).item() == pytest.approx((2 + 2**0.5) / 3)
+
+
+def test_aligned_loss_scores_in_the_protocols_frame():
+    gt_j = torch.zeros(1, 2, 21, 3)
+    gt_j[..., 20, :] = torch.tensor([0.0, -0.1, 0.0])  # wrist 10 cm below the middle MCP (the root)
+    gt_j[..., 0, :] = torch.tensor([0.02, 0.0, 0.0])
+    gt_v = torch.tensor([[0.01, 0.03, 0.0], [0.0, -0.05, 0.02]]).expand(1, 2, 2, 3)
+    offset = torch.tensor([0.3, 0.0, -0.1])
+    # Half the size and shifted: the protocol re-roots and rescales, so nothing is left to penalise.
+    assert aligned_loss(gt_j * 0.5 + offset, gt_v * 0.5 + offset, gt_j, gt_v).item() == pytest.approx(0.0, abs=1e-7)
+    pred_j = gt_j * 0.5 + offset
+    pred_j[..., 0, 0] += 0.01  # 1 cm off at half size -> 2 cm after the rescale, on 1 of 63 coordinates
+    assert aligned_loss(pred_j, gt_v * 0.5 + offset, gt_j, gt_v).item() == pytest.approx(0.02 / 63 / 2, rel=1e-4)
+    # A collapsed bone is rescaled by at most 3x, not by 1e5.
+    collapsed = torch.zeros(1, 2, 21, 3)
+    collapsed[..., 20, 1] = -1e-6
+    collapsed[..., 0, 0] = 0.01
+    joint_error = (abs(0.03 - 0.02) + abs(-3e-6 + 0.1)) / 63
+    expected = (joint_error + gt_v.abs().mean().item()) / 2
+    assert aligned_loss(collapsed, torch.zeros(1, 2, 2, 3), gt_j, gt_v).item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_heatmaps_peak_at_the_joint_and_loss():

@@ -42,6 +42,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUT's last finished epoch."),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning; fresh optimizer)."),
     loss_weight: list[str] = typer.Option([], help="Override a loss weight, e.g. heatmap=1000 (repeatable)."),
+    edge_from: float = typer.Option(0.5, min=0.0, max=1.0, help="Fraction of epochs before the edge loss joins (IntagHand: 0.5; 0 to fine-tune)."),
     bf16: bool = typer.Option(False, "--bf16", help="Mixed precision: forward pass under bf16 autocast (weights, optimizer, losses stay fp32)."),
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
 ) -> None:
@@ -51,7 +52,8 @@ def train(
     from lagchand_edge.train.losses import parse_weights
 
     options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), bf16=bf16, mano_dir=mano_dir)
+                           limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), edge_from=edge_from, bf16=bf16,
+                           mano_dir=mano_dir)
     with progress_bar("training", None) as advance:
         def on_step(epoch: int, step: int, losses: dict) -> None:
             advance(1, info=f"epoch {epoch + 1}/{epochs} step {step} loss {losses['loss']:.4f}")
