@@ -75,12 +75,12 @@ def test_bundled_checkpoint_beats_the_mean_pose_baseline(tmp_path):
     from lagchand_edge.data.synth import write_dataset
     from lagchand_edge.evaluate import MeanPoseBaseline, evaluate_model, mean_hands
 
-    train = write_dataset(tmp_path / "train", 200, seed=1, split="train", workers=2)  # the training set's first 200 samples
-    test = write_dataset(tmp_path / "test", 64, seed=123, split="test", workers=2)  # held out: a seed training never saw
+    train = write_dataset(tmp_path / "train", 1000, seed=1, split="train", workers=2)  # the training set's first 1000 samples
+    test = write_dataset(tmp_path / "test", 300, seed=2, split="test", workers=2)  # the model card's held-out test set
     dataset = InterHandDataset(test, "test")
     model = evaluate_model(load_checkpoint(), dataset)["mpjpe"]
     baseline = evaluate_model(MeanPoseBaseline(*mean_hands(InterHandDataset(train, "train"))), dataset)["mpjpe"]
-    print(f"bundled checkpoint MPJPE {model:.1f} mm, mean-pose baseline {baseline:.1f} mm, ratio {model / baseline:.3f}")
-    # The model card's 300-sample figure (0.651) is the claim; 64-sample sets vary by about +-0.06.
-    # An untrained model sits at 0.94 and fails this.
-    assert model / baseline < 0.75
+    print(f"bundled checkpoint MPJPE {model:.2f} mm, mean-pose baseline {baseline:.2f} mm, ratio {model / baseline:.3f}")
+    # #3's bar on the model card's own test set (card: 0.576 with the mean of all 6000 training samples).
+    # An untrained model sits at 0.94, the previous bundled checkpoint at 0.651.
+    assert model / baseline <= 0.60
