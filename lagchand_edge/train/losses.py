@@ -1,4 +1,4 @@
-"""IntagHand's losses (paper §3.4, eqs. 11-14) plus the compact module's heatmap loss."""
+"""IntagHand's losses (paper §3.4, eqs. 11-14), the compact module's heatmap loss, and an optional protocol-aligned 3D term."""
 
 from __future__ import annotations
 
