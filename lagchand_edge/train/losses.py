@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from lagchand_edge.errors import UserError
-from lagchand_edge.hand.joints import MIDDLE_MCP, WRIST
+from lagchand_edge.hand.joints import MIDDLE_MCP
+from lagchand_edge.train.targets import metacarpal_length
 
 #: IntagHand's weights (DESIGN.md §0); the edge term joins from mid-training. `aligned` is ours and
 #: off by default: the 3D L1 in the frame the evaluation protocol scores (see `aligned_loss`).
@@ -71,8 +72,7 @@ def aligned_loss(pred_joints: torch.Tensor, pred_vertices: torch.Tensor, gt_join
     error remains; this term trains shape and pose in the scored frame, blind to scale (the edge and
     plain terms hold the scale).
     """
-    bone = lambda j: torch.linalg.vector_norm(j[..., MIDDLE_MCP, :] - j[..., WRIST, :], dim=-1)  # noqa: E731
-    scale = (bone(gt_joints) / bone(pred_joints).clamp_min(1e-6)).clamp(*ALIGN_SCALE_RANGE)[..., None, None]
+    scale = (metacarpal_length(gt_joints) / metacarpal_length(pred_joints).clamp_min(1e-6)).clamp(*ALIGN_SCALE_RANGE)[..., None, None]
     root = pred_joints[..., MIDDLE_MCP : MIDDLE_MCP + 1, :]
     return (vertex_loss((pred_joints - root) * scale, gt_joints) + vertex_loss((pred_vertices - root) * scale, gt_vertices)) / 2
 

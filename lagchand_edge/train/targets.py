@@ -15,9 +15,14 @@ from lagchand_edge.hand.joints import MIDDLE_MCP, WRIST
 METACARPAL_M = 0.095
 
 
+def metacarpal_length(joints: torch.Tensor) -> torch.Tensor:
+    """|middle MCP - wrist| of (..., 21, 3) joints: the bone targets and the protocol scale by."""
+    return torch.linalg.vector_norm(joints[..., MIDDLE_MCP, :] - joints[..., WRIST, :], dim=-1)
+
+
 def normalise_hands(joints_mm: torch.Tensor, vertices_mm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 2, 21, 3) and (B, 2, V, 3) camera-space mm -> root-relative, scale-normalised metres."""
-    bone = torch.linalg.vector_norm(joints_mm[:, :, MIDDLE_MCP] - joints_mm[:, :, WRIST], dim=-1).mean(1)  # (B,)
+    bone = metacarpal_length(joints_mm).mean(1)  # (B,)
     scale = (METACARPAL_M / bone.clamp_min(1e-6))[:, None, None, None]
     root = joints_mm[:, :, MIDDLE_MCP : MIDDLE_MCP + 1]
     return (joints_mm - root) * scale, (vertices_mm - root) * scale
