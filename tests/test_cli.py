@@ -45,3 +45,12 @@ def test_user_errors_are_one_line(tmp_path):
     assert_user_error(run_cli("data", "summary", str(tmp_path / "missing")), "data folder not found")
     assert_user_error(run_cli("data", "synth", "--out", str(tmp_path / "t"), "--split", "dev"), "unknown split")
     assert run_cli("data", "synth", "--bogus").returncode == 2
+
+
+def test_train_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_train_root, tmp_path):
+    out = tmp_path / "aligned.safetensors"
+    options = ["train", "--data", str(synth_train_root), "--config", "tiny", "--epochs", "1", "--batch-size", "8", "--edge-from", "0"]
+    run_cli(*options, "--loss-weight", "aligned=100", "--out", str(out), check=True)
+    epoch = json.loads(out.with_suffix(".json").read_text())["history"][0]
+    assert epoch["aligned"] > 0 and epoch["edge"] > 0  # both terms ran in the only epoch
+    assert_user_error(run_cli(*options, "--loss-weight", "algined=1", "--out", str(tmp_path / "x.safetensors")), "unknown loss 'algined'")

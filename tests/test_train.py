@@ -84,14 +84,3 @@ def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(UserError, match="not a lagchand-edge checkpoint"):
         load_checkpoint(foreign)
 
-
-def test_train_command_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_train_root, tmp_path):
-    out = tmp_path / "aligned.safetensors"
-    command = [sys.executable, "-m", "lagchand_edge", "train", "--data", str(synth_train_root), "--config", "tiny", "--epochs", "1",
-               "--batch-size", "8", "--edge-from", "0", "--loss-weight", "aligned=100", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    epoch = json.loads(out.with_suffix(".json").read_text())["history"][0]
-    assert epoch["aligned"] > 0 and epoch["edge"] > 0  # both terms ran in the only epoch
-    typo = subprocess.run(command[:-4] + ["--loss-weight", "algined=1", "--out", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
-    assert typo.returncode == 2 and "unknown loss 'algined'" in typo.stderr and "Traceback" not in typo.stderr
