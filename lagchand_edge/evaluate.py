@@ -10,7 +10,7 @@ import torch
 from lagchand_edge.data.interhand import InterHandDataset, collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.metrics import evaluate_hands
-from lagchand_edge.model import LAGCHand
+from lagchand_edge.model import DeployModel, LAGCHand
 from lagchand_edge.train.targets import normalise_hands
 
 
@@ -31,8 +31,8 @@ def evaluate_model(
 ) -> dict:
     """MPJPE/MPVPE (mm) of `model` over the dataset; per hand and per joint."""
     device = device or best_device()
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device).eval()
+    if isinstance(model, LAGCHand):
+        model = DeployModel(model.to(device)).eval()  # no training heatmaps
     pred_j, pred_v, gt_j, gt_v, valid = [], [], [], [], []
     with torch.no_grad():
         for batch in _batches(dataset, batch_size):

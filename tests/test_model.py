@@ -22,6 +22,20 @@ def test_output_shapes_and_dtypes(name):
     torch.testing.assert_close(joints[:, :, 11], torch.zeros(2, 2, 3), atol=1e-6, rtol=0)
 
 
+def test_inference_skips_the_training_heatmaps_and_keeps_the_outputs():
+    model = create_model("tiny").eval()
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        full, deployed = model(image), DeployModel(model)(image)
+        assert model(image, with_heatmaps=False)[3] is None
+    for a, b in zip(full[:3], deployed, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    # the 64 px stage and heatmap head are what the deployed graph leaves out
+    c = model.cfg
+    skipped = 64 * 64 * (c.decoder_channels[2] + c.encoder.stages[1].channels) * c.decoder_channels[3] * 9 + 64 * 64 * c.decoder_channels[3] * 42
+    assert count_model(model)["modules"][-1]["macs"] - count_model(model, with_heatmaps=False)["modules"][-1]["macs"] == skipped
+
+
 def test_patch_unfold_fold_round_trip():
     x = torch.arange(2 * 3 * 8 * 6, dtype=torch.float32).reshape(2, 3, 8, 6)
     patches = unfold_patches(x)

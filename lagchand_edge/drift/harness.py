@@ -198,7 +198,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
         valid = batch["joint_valid"].numpy()
         tick = time.perf_counter()
         with torch.no_grad():  # one image at a time, as the artifacts run: results must not depend on batching (shards)
-            outputs = [model(images[i : i + 1].to(device))[:3] for i in range(len(images))]
+            outputs = [model(images[i : i + 1].to(device), with_heatmaps=False)[:3] for i in range(len(images))]
             reference = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
         reference_seconds += time.perf_counter() - tick
         ref = Aligned.of(reference, gt_joints)

@@ -34,14 +34,19 @@ class CompactSingleHandHeatmap(nn.Module):
         self.bound = nn.ModuleList([ConvBNAct(d8 + c8, g0, 1), ConvBNAct(d16 + c16, g1, 1), ConvBNAct(d32 + c32, g2, 1)])
         self.hand_dim = cfg.hand_dim
 
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], with_heatmaps: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """`with_heatmaps=False` (inference) skips the 64 px stage and heatmap head: the heatmaps
+        are a training target only, and eager PyTorch would otherwise compute them (~13% of MACs)."""
         f64, f32, f16, f8 = features
         x8 = self.top(f8)
         x16 = self.up16(torch.cat([F.interpolate(x8, scale_factor=2.0, mode="nearest"), f16], 1))
         x32 = self.up32(torch.cat([F.interpolate(x16, scale_factor=2.0, mode="nearest"), f32], 1))
-        x64 = self.up64(torch.cat([F.interpolate(x32, scale_factor=2.0, mode="nearest"), f64], 1))
-        heatmaps = self.heatmap(x64)
-        heatmaps = heatmaps.reshape(heatmaps.shape[0], 2, 21, heatmaps.shape[-2], heatmaps.shape[-1])
+        heatmaps = None
+        if with_heatmaps:
+            x64 = self.up64(torch.cat([F.interpolate(x32, scale_factor=2.0, mode="nearest"), f64], 1))
+            heatmaps = self.heatmap(x64)
+            heatmaps = heatmaps.reshape(heatmaps.shape[0], 2, 21, heatmaps.shape[-2], heatmaps.shape[-1])
         global_feature = self.global_fc(self.squeeze(x8).flatten(1))
         hand_features = self.hand_fc(global_feature).reshape(-1, 2, self.hand_dim)
         bound = [layer(torch.cat(pair, 1)) for layer, pair in zip(self.bound, ((x8, f8), (x16, f16), (x32, f32)), strict=True)]

@@ -15,12 +15,13 @@ PAPER_MODULES = {"encoder": "Linear Attention Encoder", "compact": "Compact Sing
 PAPER_GMACS = 0.81
 
 
-def count_model(model: LAGCHand) -> dict:
-    """Per-module params / MACs / FLOPs for one 256x256 image, plus the total."""
+def count_model(model: LAGCHand, with_heatmaps: bool = True) -> dict:
+    """Per-module params / MACs / FLOPs for one 256x256 image, plus the total; `with_heatmaps=False`
+    counts what is deployed (no training heatmap stage)."""
     model = model.eval()
     size = model.cfg.image_size
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size), with_heatmaps=with_heatmaps)
     by_module = counter.get_flop_counts()
     rows, total_flops = [], 0
     for attr, title in PAPER_MODULES.items():

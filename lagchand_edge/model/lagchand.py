@@ -50,7 +50,8 @@ class HandPrediction:
 class LAGCHand(nn.Module):
     """Input: (B, 3, 256, 256) RGB in [0, 1] (ImageNet normalisation happens inside).
 
-    forward -> (vertices (B,2,V,3), joints (B,2,21,3), camera (B,2,3), heatmaps (B,2,21,64,64)).
+    forward -> (vertices (B,2,V,3), joints (B,2,21,3), camera (B,2,3), heatmaps (B,2,21,64,64) or
+    None with `with_heatmaps=False`).
     """
 
     def __init__(self, cfg: LAGCHandConfig, hands: dict[str, HandModel]) -> None:
@@ -69,10 +70,10 @@ class LAGCHand(nn.Module):
         with torch.no_grad():
             self.camera_head.bias.copy_(torch.tensor([CAMERA_SCALE_INIT, 0.0, 0.0]))
 
-    def forward(self, image: torch.Tensor):
+    def forward(self, image: torch.Tensor, with_heatmaps: bool = True):
         x = (image - self.mean) / self.std
         features = self.encoder(x)
-        _, hand_features, bound, heatmaps = self.compact(features)
+        _, hand_features, bound, heatmaps = self.compact(features, with_heatmaps)
         vertices = self.graph(hand_features, bound)
         joints = self.joint_regressor(vertices)
         root = joints[:, :, MIDDLE_MCP : MIDDLE_MCP + 1, :]
@@ -94,5 +95,5 @@ class DeployModel(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor):
-        vertices, joints, camera, _ = self.model(image)
+        vertices, joints, camera, _ = self.model(image, with_heatmaps=False)
         return vertices, joints, camera
