@@ -86,7 +86,9 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     assert any(o["kind"] == "delegated (XNNPACK)" for o in et_ops["top_ops"])
     lite_ops = rows["tiny.tflite"]["record"]["op_breakdown"]
     assert lite_ops["ops"] >= 2 and 0 <= lite_ops["delegated_fraction"] <= 1
-    assert rows["pytorch-eager-fp32"]["source_macs"] > 0.7e9  # the bundled reference config
+    assert rows["pytorch-eager-fp32"]["source_macs"] > 0.6e9  # the bundled reference config, as deployed
+    # the foreign .tflite's MACs from its graph: conv 3->8 (3x3) to 30x30, then fc 8->4
+    assert rows["tiny.tflite"]["macs"] == 30 * 30 * 8 * 3 * 3 * 3 + 8 * 4 and rows["tiny.pte"]["macs"] is None
     html = (tmp_path / "profile.html").read_text()
     assert "data:image/png;base64," in html and "host proxy" in html
     assert (tmp_path / "profile.md").is_file()
@@ -121,6 +123,31 @@ def test_device_runner_needs_no_torch(foreign_models):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["runtime"] == "litert" and record["threads"] == 1 and RECORD_KEYS <= set(record)
+
+
+def test_graph_macs_of_an_artifact_match_the_deployed_model(fp32_artifacts, tiny_checkpoint):
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model.flops import count_model
+
+    counted = device_runner.LiteRTModel(fp32_artifacts["tflite"].path / "model.tflite", threads=1).graph_macs()
+    assert counted == count_model(load_checkpoint(tiny_checkpoint), with_heatmaps=False)["modules"][-1]["macs"]
+
+
+def _row(artifact, target, precision, p50, macs=None):
+    return {"artifact": artifact, "target": target, "precision": precision, "status": "OK", "macs": macs, "speedup_vs_eager": 30 / p50,
+            "record": {"latency_ms": {"p50": p50}, "stability": {"note": "stable"}}}
+
+
+def test_goals_take_the_fastest_int8_artifact_of_each_target():
+    from lagchand_edge.profile.report import goals
+
+    session = {"results": [_row("pytorch-eager-fp32", "pytorch", "fp32", 30.0), _row("slow", "tflite", "int8", 12.0, 7e8),
+                           _row("fast", "tflite", "int8", 9.0, 7e8), _row("et", "executorch", "int8", 10.0, 7e8),
+                           _row("mediapipe:hand_landmark_full", "tflite", "float (MediaPipe)", 3.0, 3.5e8)]}
+    summary = goals(session)
+    assert summary["int8_speedup_vs_eager"] == {"tflite": pytest.approx(30 / 9), "executorch": pytest.approx(3.0)}
+    assert summary["best_int8_vs_mediapipe_full"] == {"artifact": "fast", "ratio": pytest.approx(3.0), "goal": 1.0,
+                                                      "macs_ratio": pytest.approx(2.0)}
 
 
 def test_bad_profile_inputs(tmp_path, fp32_artifacts):

@@ -154,6 +154,28 @@ class LiteRTModel:
     def input_spec(self) -> list[dict]:
         return [{"shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))} for d in self.interpreter.get_input_details()]
 
+    def graph_macs(self) -> int:
+        """Multiply-accumulates per inference from the graph's shapes, counted like fvcore / thop
+        (convolutions, fully connected layers, batch matmuls; elementwise work not counted)."""
+        shapes = {d["index"]: [int(s) for s in d["shape"]] for d in self.interpreter.get_tensor_details()}
+        total = 0
+        for op in self.interpreter._get_ops_details():
+            inputs, outputs = [int(t) for t in op["inputs"]], [int(t) for t in op["outputs"]]
+            if not inputs or not outputs or outputs[0] not in shapes:
+                continue
+            out, name = shapes[outputs[0]], op["op_name"]
+            if name in ("CONV_2D", "FULLY_CONNECTED"):  # weights (O, [KH, KW,] I)
+                total += int(np.prod(out)) * int(np.prod(shapes[inputs[1]][1:]))
+            elif name == "DEPTHWISE_CONV_2D":  # weights (1, KH, KW, O)
+                total += int(np.prod(out)) * shapes[inputs[1]][1] * shapes[inputs[1]][2]
+            elif name == "BATCH_MATMUL":  # lhs (..., M, K) or, adjointed, (..., K, M): either way K = its last two dims / M
+                lhs = shapes[inputs[0]]
+                total += int(np.prod(out)) * lhs[-1] * lhs[-2] // out[-2]
+            elif name == "TRANSPOSE_CONV":  # weights (O, KH, KW, I), input (N, H, W, I)
+                weights = shapes[inputs[1]]
+                total += int(np.prod(shapes[inputs[2]])) * int(np.prod(weights[:3]))
+        return total
+
     def op_breakdown(self, top: int) -> dict:
         """Op counts by type and which ran inside the XNNPACK delegate (the Python API has no per-op timer)."""
         ops = self.interpreter._get_ops_details()
@@ -217,6 +239,10 @@ class ExecuTorchModel:
 
     def input_spec(self) -> list[dict]:
         return [{"shape": list(m.sizes()), "dtype": str(_scalar_dtype(m.dtype()))} for m in self.spec]
+
+    def graph_macs(self) -> None:
+        """Unknown: a .pte's delegated XNNPACK blobs do not expose their layers' shapes to Python."""
+        return None
 
     @classmethod
     def op_breakdown(cls, path: Path, threads: int, top: int, runs: int = 5) -> dict:
@@ -283,7 +309,7 @@ def profile(path: Path, threads: int, warmup: int, runs: int, ops: bool = True, 
         "schema": RECORD_SCHEMA, "model": path.name, "sha256": sha256(path), "size_bytes": path.stat().st_size,
         "runtime": kind.RUNTIME, "runtime_version": package_version(kind.PACKAGE), "threads": threads, "inputs": model.input_spec(),
         "load_ms": load_ms, "first_inference_ms": first_ms, "latency_ms": latency_stats(latencies), "latencies_ms": latencies,
-        "stability": stability, "peak_rss_increase_mb": max(memory_mb("VmHWM") - rss_before, 0.0),
+        "stability": stability, "peak_rss_increase_mb": max(memory_mb("VmHWM") - rss_before, 0.0), "graph_macs": model.graph_macs(),
         "cpu": cpu_model(), "machine": platform.machine(), "host": platform.node(), "platform": platform.platform(),
         "python": platform.python_version(),
     }
