@@ -88,15 +88,18 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """Outputs for the first `queries` tokens (default all); every token is a key and value."""
         batch, tokens, dim = x.shape
+        rows = tokens if queries is None else queries
         qkv = self.qkv(x)
         # Slices and 3-D bmm, not 5-D select + broadcast matmul: the latter lower to portable
         # select/expand copies outside XNNPACK (milliseconds per inference on a phone).
-        q, k, v = (self._heads(qkv[..., i * dim : (i + 1) * dim]) for i in range(3))
+        q = self._heads(qkv[:, :rows, :dim])
+        k, v = (self._heads(qkv[..., i * dim : (i + 1) * dim]) for i in (1, 2))
         attn = torch.softmax(torch.bmm(q * self.head_dim**-0.5, k.transpose(1, 2)), dim=-1)
-        out = torch.bmm(attn, v).reshape(batch, self.heads, tokens, self.head_dim)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+        out = torch.bmm(attn, v).reshape(batch, self.heads, rows, self.head_dim)
+        return self.proj(out.transpose(1, 2).reshape(batch, rows, dim))
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B * heads, T, head_dim)."""

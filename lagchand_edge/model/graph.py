@@ -76,10 +76,9 @@ class VertexImageAttention(nn.Module):
         self.mlp = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, 2 * channels), nn.SiLU(), nn.Linear(2 * channels, channels))
 
     def forward(self, vertices: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # (B*2, n, c), (B*2, m, c)
-        n = vertices.shape[1]
+        # only the vertex tokens are kept, so only they query: the image tokens are keys and values
         tokens = torch.cat([vertices, image], dim=1)
-        tokens = tokens + self.attn(self.norm(tokens))
-        out = tokens[:, :n]
+        out = vertices + self.attn(self.norm(tokens), queries=vertices.shape[1])
         return out + self.mlp(out)
 
 
