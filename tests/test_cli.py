@@ -28,6 +28,12 @@ def test_version_and_help():
         assert "Usage" in run_cli(*command, "--help", check=True).stdout
 
 
+def test_info_counts_the_training_model_and_the_deployed_one():
+    report = json.loads(run_cli("info", "--config", "tiny", "--json", check=True).stdout)
+    assert report["modules"][-1]["module"] == "total" and 0 < report["deployed_gmacs"] < report["gmacs"]
+    assert "deployed artifacts:" in run_cli("info", "--config", "tiny", check=True).stdout
+
+
 def test_synth_then_show_makes_a_picture(tmp_path):
     out = tmp_path / "s"
     summary = json.loads(run_cli("data", "synth", "--out", str(out), "--num", "4", "--json", check=True).stdout)

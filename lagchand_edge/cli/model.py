@@ -18,7 +18,8 @@ def info(
     from lagchand_edge.model import create_model
     from lagchand_edge.model.flops import count_model
 
-    report = count_model(create_model(config))
+    model = create_model(config)
+    report = count_model(model) | {"deployed_gmacs": count_model(model, with_heatmaps=False)["gmacs"]}
     if as_json:
         emit_json(report)
         return
@@ -28,6 +29,7 @@ def info(
     for row in report["modules"]:
         table.add_row(row["module"], f"{row['params'] / 1e6:.3f}", f"{row['macs'] / 1e9:.3f}", f"{row['flops'] / 1e9:.3f}")
     stdout.print(table)
+    stdout.print(f"deployed artifacts: {report['deployed_gmacs']:.3f} GMACs (the 64 px heatmap stage is a training target only)")
 
 
 def train(
