@@ -83,4 +83,3 @@ def test_bad_checkpoints_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(UserError, match="not a lagchand-edge checkpoint"):
         load_checkpoint(foreign)
-

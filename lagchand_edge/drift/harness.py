@@ -25,7 +25,7 @@ from lagchand_edge.errors import UserError
 from lagchand_edge.evaluate import best_device
 from lagchand_edge.hand.joints import HAND_NAMES
 from lagchand_edge.io import file_sha256
-from lagchand_edge.model import HandPrediction, LAGCHand
+from lagchand_edge.model import DeployModel, HandPrediction, LAGCHand
 
 #: Default gate on |ΔMPJPE| and |ΔMPVPE| (mm) per precision (issue #5).
 DEFAULT_GATES = {"fp32": 0.01, "fp16": 0.1, "w8": 1.0, "int8": 1.0}
@@ -183,7 +183,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
     if len(indices) == 0:
         raise UserError("the data set (or this shard of it) is empty")
     device = best_device()
-    model = model.to(device).eval()
+    deploy = DeployModel(model.to(device)).eval()  # FP32 reference: the deployed outputs, no training heatmaps
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size, shuffle=False, collate_fn=collate)
     reference_accuracy, sample_ids = AccuracyTally(), []
     reference_seconds, dropped = 0.0, 0
@@ -198,7 +198,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
         valid = batch["joint_valid"].numpy()
         tick = time.perf_counter()
         with torch.no_grad():  # one image at a time, as the artifacts run: results must not depend on batching (shards)
-            outputs = [model(images[i : i + 1].to(device), with_heatmaps=False)[:3] for i in range(len(images))]
+            outputs = [deploy(images[i : i + 1].to(device)) for i in range(len(images))]
             reference = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
         reference_seconds += time.perf_counter() - tick
         ref = Aligned.of(reference, gt_joints)
