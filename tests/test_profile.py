@@ -86,6 +86,7 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     assert any(o["kind"] == "delegated (XNNPACK)" for o in et_ops["top_ops"])
     lite_ops = rows["tiny.tflite"]["record"]["op_breakdown"]
     assert lite_ops["ops"] >= 2 and 0 <= lite_ops["delegated_fraction"] <= 1
+    assert {"CONV_2D (float32)", "FULLY_CONNECTED (float32)"} <= {o["op"] for o in lite_ops["top_ops"]} and lite_ops["isolated_ops_ms"] > 0
     assert rows["pytorch-eager-fp32"]["source_macs"] > 0.6e9  # the bundled reference config, as deployed
     # the foreign .tflite's MACs from its graph: conv 3->8 (3x3) to 30x30, then fc 8->4
     assert rows["tiny.tflite"]["macs"] == 30 * 30 * 8 * 3 * 3 * 3 + 8 * 4 and rows["tiny.pte"]["macs"] is None
@@ -131,6 +132,37 @@ def test_graph_macs_of_an_artifact_match_the_deployed_model(fp32_artifacts, tiny
 
     counted = device_runner.LiteRTModel(fp32_artifacts["tflite"].path / "model.tflite", threads=1).graph_macs()
     assert counted == count_model(load_checkpoint(tiny_checkpoint), with_heatmaps=False)["modules"][-1]["macs"]
+
+
+def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_artifacts):
+    """The op timer's one-op models (int8 weights' DEQUANTIZE included) reproduce every tensor of a
+    reference run, so each time is the time of that op's real work."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    path = int8_artifacts["tflite"].path / "model.tflite"
+    timer = device_runner.LiteRTOpTimer(path, threads=1)
+    reference = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                            experimental_preserve_all_tensors=True)
+    reference.allocate_tensors()
+    detail = reference.get_input_details()[0]
+    reference.set_tensor(detail["index"], device_runner.LiteRTModel._input(detail))
+    reference.invoke()
+    checked = 0
+    for index, op in enumerate(timer.graph.operators):
+        if all(t in timer.constant for t in timer._inputs(op)):
+            continue
+        content, fed = timer.op_model(index)
+        alone = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        alone.allocate_tensors()
+        for d, t in zip(alone.get_input_details(), fed, strict=True):
+            alone.set_tensor(d["index"], reference.get_tensor(t))
+        alone.invoke()
+        for d, t in zip(alone.get_output_details(), op.outputs, strict=True):
+            np.testing.assert_array_equal(alone.get_tensor(d["index"]), reference.get_tensor(int(t)))
+        checked += 1
+    assert checked > 100
+    rows, untimed = timer.op_times([reference.get_tensor(detail["index"])], warmup=0, runs=1)
+    assert untimed == 0 and len(rows) == checked and any(r["op"] == "CONV_2D (int8)" for r in rows)
 
 
 def _row(artifact, target, precision, p50, macs=None):

@@ -23,6 +23,7 @@ import platform
 import resource
 import sys
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -131,6 +132,7 @@ class LiteRTModel:
     def __init__(self, path: Path, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.path, self.threads = path, threads
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self.inputs = [(d["index"], self._input(d)) for d in self.interpreter.get_input_details()]
@@ -177,7 +179,7 @@ class LiteRTModel:
         return total
 
     def op_breakdown(self, top: int) -> dict:
-        """Op counts by type and which ran inside the XNNPACK delegate (the Python API has no per-op timer)."""
+        """Time per op type (`LiteRTOpTimer`), op counts by type and which ran inside the XNNPACK delegate."""
         ops = self.interpreter._get_ops_details()
         original = [o for o in ops if o["op_name"] != "DELEGATE"]
         delegated = set()
@@ -207,10 +209,122 @@ class LiteRTModel:
             entry[0] += 1
             entry[1] += o["index"] in delegated
         fallback = {name: n - d for name, (n, d) in counts.items() if n > d}
-        return {"source": "op graph (no per-op timer in the LiteRT Python API)", "ops": len(original),
+        timed, untimed = LiteRTOpTimer(self.path, self.threads).op_times([value for _, value in self.inputs])
+        per_op: dict[tuple, dict] = {}
+        for row in timed:
+            kind = "delegated (XNNPACK)" if row["delegated"] else "builtin kernel"
+            entry = per_op.setdefault((row["op"], kind), {"op": row["op"], "kind": kind, "calls": 0, "ms": 0.0})
+            entry["calls"] += 1
+            entry["ms"] += row["ms"]
+        return {"source": "each op timed alone (LiteRTOpTimer: the LiteRT Python API has no op profiler) + op graph", "ops": len(original),
+                "top_ops": sorted(per_op.values(), key=lambda e: -e["ms"])[:top], "isolated_ops_ms": sum(r["ms"] for r in timed),
+                "untimed_ops": untimed,
                 "delegated_ops": len(delegated), "delegated_fraction": len(delegated) / max(len(original), 1),
                 "delegate_partitions": len(ops) - len(original), "fallback_ops": fallback,
                 "top_op_types": sorted(([name, n] for name, (n, _) in counts.items()), key=lambda x: -x[1])[:top]}
+
+
+class LiteRTOpTimer:
+    """Time of each op of a .tflite's main graph, run alone as a one-op model on the values it sees in
+    a reference run of the whole model: LiteRT's Python API has no op profiler. Weights that ops of
+    constants produce (AI Edge Quantizer's DEQUANTIZE of int8 weights) go with their op, as XNNPACK
+    folds them at init; ops of constants alone are not timed. XNNPACK fuses little across ops, so
+    the times add up to about the whole model's (the record gives both)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        self.path, self.threads, self.utils = path, threads, flatbuffer_utils
+        self.flat = flatbuffer_utils.read_model(str(path))
+        self.graph = self.flat.subgraphs[0]
+        self.producer: dict[int, int] = {}
+        self.constant = {t for t in range(len(self.graph.tensors)) if self._has_data(t)}
+        for index, op in enumerate(self.graph.operators):
+            self.producer.update((int(t), index) for t in op.outputs)
+            if all(t in self.constant for t in self._inputs(op)):
+                self.constant.update(int(t) for t in op.outputs)
+
+    def _has_data(self, tensor: int) -> bool:
+        buffer = self.flat.buffers[self.graph.tensors[tensor].buffer]
+        return (buffer.data is not None and len(buffer.data) > 0) or bool(buffer.size)
+
+    @staticmethod
+    def _inputs(op) -> list[int]:
+        return [int(t) for t in op.inputs if t >= 0]
+
+    def op_model(self, index: int) -> tuple[bytes, list[int]]:
+        """The one-op model of op `index` (with the ops that compute its constant inputs) and the
+        tensors it is fed."""
+        import copy
+
+        from ai_edge_litert import schema_py_generated as schema
+
+        op = self.graph.operators[index]
+        chain, pending = set(), [t for t in self._inputs(op) if t in self.constant and not self._has_data(t)]
+        while pending:
+            producer = self.producer[pending.pop()]
+            if producer not in chain:
+                chain.add(producer)
+                pending += [t for t in self._inputs(self.graph.operators[producer]) if not self._has_data(t)]
+        model, sub = schema.ModelT(), schema.SubGraphT()
+        model.version, model.operatorCodes, model.buffers, model.subgraphs = self.flat.version, self.flat.operatorCodes, [schema.BufferT()], [sub]
+        sub.tensors, sub.operators, renumbered = [], [], {}
+
+        def tensor(t: int) -> int:
+            if t < 0:
+                return t
+            if t not in renumbered:
+                copied = copy.copy(self.graph.tensors[t])
+                copied.buffer = 0
+                if self._has_data(t):
+                    model.buffers.append(self.flat.buffers[self.graph.tensors[t].buffer])
+                    copied.buffer = len(model.buffers) - 1
+                renumbered[t] = len(sub.tensors)
+                sub.tensors.append(copied)
+            return renumbered[t]
+
+        for step in [*sorted(chain), index]:
+            copied = copy.copy(self.graph.operators[step])
+            copied.inputs = [tensor(int(t)) for t in copied.inputs]
+            copied.outputs = [tensor(int(t)) for t in copied.outputs]
+            copied.intermediates = None
+            sub.operators.append(copied)
+        fed = [t for t in self._inputs(op) if t not in self.constant]
+        sub.inputs, sub.outputs = [renumbered[t] for t in fed], list(sub.operators[-1].outputs)
+        return bytes(self.utils.convert_object_to_bytearray(model)), fed
+
+    def op_times(self, inputs: list[np.ndarray], warmup: int = 3, runs: int = 15) -> tuple[list[dict], int]:
+        """One row per timed op (op type, activation dtype, delegated or not, median ms) and how many
+        ops could not be run alone."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is what this needs
+            warnings.simplefilter("ignore")
+            reference = Interpreter(model_path=str(self.path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                    experimental_preserve_all_tensors=True)
+        reference.allocate_tensors()
+        for detail, value in zip(reference.get_input_details(), inputs, strict=True):
+            reference.set_tensor(detail["index"], value)
+        reference.invoke()
+        rows, failed = [], 0
+        for index, op in enumerate(self.graph.operators):
+            if all(t in self.constant for t in self._inputs(op)):
+                continue
+            try:
+                content, fed = self.op_model(index)
+                alone = Interpreter(model_content=content, num_threads=self.threads)
+                alone.allocate_tensors()
+                for detail, t in zip(alone.get_input_details(), fed, strict=True):
+                    alone.set_tensor(detail["index"], reference.get_tensor(t))
+                ms = float(np.median(time_calls(alone.invoke, warmup, runs)))
+            except (RuntimeError, ValueError):  # an op that cannot run alone (control flow, a custom op)
+                failed += 1
+                continue
+            name = self.utils.opcode_to_name(self.flat, op.opcodeIndex) or "CUSTOM"
+            dtype = self.utils.type_to_name(self.graph.tensors[fed[0]].type).lower() if fed else "-"
+            delegated = any(o["op_name"] == "DELEGATE" for o in alone._get_ops_details())
+            rows.append({"index": index, "op": f"{name} ({dtype})", "delegated": delegated, "ms": ms})
+        return rows, failed
 
 
 class ExecuTorchModel:

@@ -79,14 +79,16 @@ def op_summary(row: dict) -> list[str]:
     ops = row["record"].get("op_breakdown")
     if not ops:
         return []
-    if "top_ops" in ops:
+    if "execute_ms" in ops:
         lines = [f"{row['artifact']}: {ops['execute_ms']:.1f} ms in Method::execute; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
                  f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})"]
-        lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
-        return lines
-    fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
-    return [f"{row['artifact']}: {ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
-            f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
+    else:
+        fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
+        untimed = f", {ops['untimed_ops']} ops could not run alone" if ops["untimed_ops"] else ""
+        lines = [f"{row['artifact']}: {ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 "
+                 f"{row['record']['latency_ms']['p50']:.1f} ms{untimed}); {ops['delegated_ops']}/{ops['ops']} ops in "
+                 f"{ops['delegate_partitions']} XNNPACK partitions ({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
+    return lines + [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
 
 
 def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None) -> None:
