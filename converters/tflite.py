@@ -40,7 +40,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         litert_torch.convert(model, (example,)).export(str(float_path))
     if recipe.precision == "fp32":
         with _rewrite(float_path) as flat:
-            _shorten_tensor_names(flat)
+            _name_tensors_by_module(flat, model)
         return {"converter": "litert_torch.convert"}
     from ai_edge_quantizer import quantizer
 
@@ -57,7 +57,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
     with _rewrite(out_dir / MODEL_FILE) as flat:
-        _shorten_tensor_names(flat)
+        _name_tensors_by_module(flat, model)
         tables = _int8_added_constants(flat) if recipe.precision == "int8" else 0
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
@@ -67,15 +67,20 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}
 
 
-def scope_regex(root: torch.nn.Module, path: str) -> str:
-    """The LiteRT tensor-name scope of module `path`: litert-torch names each tensor by the chain
-    of called modules, `<module.Class>_<attribute>` joined by '/' (ModuleLists are never called)."""
+def _scope_parts(root: torch.nn.Module, path: str) -> list[str]:
+    """litert-torch's name of module `path`: each tensor is named by the chain of called modules,
+    `<module.Class>_<attribute>` joined by '/' (ModuleLists are never called, so they add no part)."""
     parts, module = [], root
     for attribute in path.split("."):
         module = module[int(attribute)] if attribute.isdigit() else getattr(module, attribute)
         if not isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
             parts.append(f"{type(module).__module__}.{type(module).__qualname__}_{attribute}")
-    return "/".join(re.escape(part) for part in parts) + "(/|;|$)"
+    return parts
+
+
+def scope_regex(root: torch.nn.Module, path: str) -> str:
+    """The LiteRT tensor-name scope of module `path` (AI Edge Quantizer recipes select by it)."""
+    return "/".join(re.escape(part) for part in _scope_parts(root, path)) + "(/|;|$)"
 
 
 def int8_recipe(model: torch.nn.Module, plan: Int8Plan) -> list[dict]:
@@ -110,14 +115,25 @@ def _rewrite(path: Path):
     flatbuffer_utils.write_model(flat, str(path))
 
 
-def _shorten_tensor_names(flat) -> None:
-    """Replace internal tensor names (litert-torch writes each one's full module path: half a
-    megabyte) by their index; inputs, outputs and signatures keep their names."""
+def _name_tensors_by_module(flat, root: torch.nn.Module) -> None:
+    """Name each op's output `<module path>/t<index>` (the deepest module it came from, e.g.
+    model.graph.blocks.2.attention.attn) and constants `t<index>`; inputs, outputs and signatures
+    keep their names. litert-torch's names are full class chains (half a megabyte); these are a
+    tenth of that and say where each op sits, for the profiler's time per module and for Netron."""
+    modules: dict[tuple[str, ...], str] = {}
+    for path, _ in root.named_modules():
+        if path:  # a ModuleList has its parent's parts: the parent, named first, keeps them
+            modules.setdefault(tuple(_scope_parts(root, path)), path)
     for subgraph in flat.subgraphs:
         keep = set(subgraph.inputs) | set(subgraph.outputs)
+        produced = {int(t) for op in subgraph.operators for t in op.outputs}
         for index, tensor in enumerate(subgraph.tensors):
-            if index not in keep:
-                tensor.name = f"t{index}"
+            if index in keep:
+                continue
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
+            parts = name.split(";")[0].split("/")[1:]  # the first part is the converted (root) module
+            owner = next((modules[tuple(parts[:n])] for n in range(len(parts), 0, -1) if tuple(parts[:n]) in modules), None)
+            tensor.name = f"{owner}/t{index}" if owner and index in produced else f"t{index}"
 
 
 def _per_axis_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -92,7 +92,7 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     assert rows["tiny.tflite"]["macs"] == 30 * 30 * 8 * 3 * 3 * 3 + 8 * 4 and rows["tiny.pte"]["macs"] is None
     html = (tmp_path / "profile.html").read_text()
     assert "data:image/png;base64," in html and "host proxy" in html
-    assert (tmp_path / "profile.md").is_file()
+    assert (tmp_path / "profile.md").is_file() and (tmp_path / "ops.png").is_file()
 
 
 def test_profile_artifacts_skips_coreml_and_merges_device_records(fp32_artifacts, foreign_models, tmp_path):
@@ -134,10 +134,13 @@ def test_graph_macs_of_an_artifact_match_the_deployed_model(fp32_artifacts, tiny
     assert counted == count_model(load_checkpoint(tiny_checkpoint), with_heatmaps=False)["modules"][-1]["macs"]
 
 
-def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_artifacts):
+def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_artifacts, tiny_checkpoint):
     """The op timer's one-op models (int8 weights' DEQUANTIZE included) reproduce every tensor of a
-    reference run, so each time is the time of that op's real work."""
+    reference run, so each time is the time of that op's real work; each op knows its module."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model import DeployModel
 
     path = int8_artifacts["tflite"].path / "model.tflite"
     timer = device_runner.LiteRTOpTimer(path, threads=1)
@@ -163,6 +166,11 @@ def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_
     assert checked > 100
     rows, untimed = timer.op_times([reference.get_tensor(detail["index"])], warmup=0, runs=1)
     assert untimed == 0 and len(rows) == checked and any(r["op"] == "CONV_2D (int8)" for r in rows)
+    modules = {name for name, _ in DeployModel(load_checkpoint(tiny_checkpoint)).named_modules()}
+    assert {r["module"] for r in rows} <= modules and "model.graph.blocks.2.attention.attn" in {r["module"] for r in rows}
+    per_module = device_runner.module_times(rows)
+    assert per_module["model.encoder"] + per_module["model.graph"] <= per_module["model"] + 1e-9
+    assert "model.graph.blocks.2" in per_module and "model.graph.blocks.2.attention" not in per_module  # four levels deep at most
 
 
 def _row(artifact, target, precision, p50, macs=None):

@@ -218,6 +218,7 @@ class LiteRTModel:
             entry["ms"] += row["ms"]
         return {"source": "each op timed alone (LiteRTOpTimer: the LiteRT Python API has no op profiler) + op graph", "ops": len(original),
                 "top_ops": sorted(per_op.values(), key=lambda e: -e["ms"])[:top], "isolated_ops_ms": sum(r["ms"] for r in timed),
+                "module_ms": module_times(timed),
                 "untimed_ops": untimed,
                 "delegated_ops": len(delegated), "delegated_fraction": len(delegated) / max(len(original), 1),
                 "delegate_partitions": len(ops) - len(original), "fallback_ops": fallback,
@@ -323,8 +324,27 @@ class LiteRTOpTimer:
             name = self.utils.opcode_to_name(self.flat, op.opcodeIndex) or "CUSTOM"
             dtype = self.utils.type_to_name(self.graph.tensors[fed[0]].type).lower() if fed else "-"
             delegated = any(o["op_name"] == "DELEGATE" for o in alone._get_ops_details())
-            rows.append({"index": index, "op": f"{name} ({dtype})", "delegated": delegated, "ms": ms})
+            rows.append({"index": index, "op": f"{name} ({dtype})", "delegated": delegated, "ms": ms, "module": self._module(op)})
         return rows, failed
+
+    def _module(self, op) -> str:
+        """Where the op sits: its output's name up to the last '/' (lagchand-edge writes
+        `<module path>/t<index>`; TensorFlow-made models have their layer scopes there)."""
+        name = self.graph.tensors[int(op.outputs[0])].name
+        name = (name.decode() if isinstance(name, bytes) else str(name or "")).split(";")[0]
+        return name.rsplit("/", 1)[0] if "/" in name else ""
+
+
+def module_times(rows: list[dict], depth: int = 4) -> dict[str, float]:
+    """Time of every module scope down to `depth` levels ('model', 'model.graph', ...; '.' and '/'
+    both separate levels), each the sum of the ops inside it; ops outside any scope under ''."""
+    totals: dict[str, float] = {}
+    for row in rows:
+        scope = row["module"]
+        cuts = ([i for i, c in enumerate(scope) if c in "./"] + [len(scope)])[:depth]
+        for prefix in dict.fromkeys(scope[:i] for i in cuts):
+            totals[prefix] = totals.get(prefix, 0.0) + row["ms"]
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 class ExecuTorchModel:

@@ -88,7 +88,31 @@ def op_summary(row: dict) -> list[str]:
         lines = [f"{row['artifact']}: {ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 "
                  f"{row['record']['latency_ms']['p50']:.1f} ms{untimed}); {ops['delegated_ops']}/{ops['ops']} ops in "
                  f"{ops['delegate_partitions']} XNNPACK partitions ({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
-    return lines + [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
+    lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
+    for depth, label in ((1, "by module"), (3, "slowest blocks")):
+        modules = _modules_at(ops, depth)[:6]
+        if modules:
+            lines.append(f"  {label}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in modules))
+    return lines
+
+
+def _modules_at(ops: dict, separators: int) -> list[tuple[str, float]]:
+    """Module scopes with this many '.'/'/' separators (1: model.encoder), slowest first."""
+    return [(name, ms) for name, ms in (ops.get("module_ms") or {}).items() if name and sum(c in "./" for c in name) == separators]
+
+
+def _plot_op_breakdown(rows: list[dict], path: Path) -> None:
+    """Per artifact, its slowest op types as bars: delegated ones blue, fallbacks (portable or builtin kernels) red."""
+    plt = figure()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 2.4 * len(rows)), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows, strict=True):
+        top = row["record"]["op_breakdown"]["top_ops"][:8][::-1]
+        ax.barh([f"{o['op']} x{o['calls']}" for o in top], [o["ms"] for o in top],
+                color=["#3a6ea5" if o["kind"].startswith("delegated") else "#c0392b" for o in top])
+        ax.set_title(row["artifact"], fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("ms per inference (blue: in XNNPACK, red: outside it)", fontsize=8)
+    save_figure(fig, path)
 
 
 def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None) -> None:
@@ -97,6 +121,10 @@ def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None
     if any(r["status"] == "OK" for r in session["results"]):
         _plot_latency(session, out / "latency.png")
         images.append(("latency distribution", out / "latency.png"))
+    broken_down = [r for r in session["results"] if r["status"] == "OK" and (r["record"].get("op_breakdown") or {}).get("top_ops")]
+    if broken_down:
+        _plot_op_breakdown(broken_down, out / "ops.png")
+        images.append(("where the time goes: slowest op types", out / "ops.png"))
     drift_path = (drift_dir or out) / DRIFT_REPORT
     if drift_path.is_file():
         drift = json.loads(drift_path.read_text())
