@@ -112,8 +112,12 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
                                   calibration.manifest() if calibration is not None and recipe.quantized else None,
                                   plan if recipe.precision == "int8" else None, shapes)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
-    diff, note = parity(out, model, images)
+        images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
+        try:
+            diff, note = parity(tmp, model, images)
+        except Exception as exc:  # it converted but fails in its own runtime: keep nothing of it
+            raise UserError(f"{target} {precision}: the converted artifact fails in its runtime: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:300]}") from None
     return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note)
 
 
