@@ -74,6 +74,49 @@ def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.Grap
     return module
 
 
+def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite each `layer_norm` as centre, square, mean, rsqrt and scale in forms XNNPACK takes:
+    it has no layer norm, and the portable kernel split the graph into partitions with transposes
+    and conversions at every seam. XNNPACK averages only over (H, W) of 4-D tensors, so a mean over
+    the last dim is a linear layer with weights 1/C and one over (C, H, W) a 1x1 convolution with
+    weights 1/C, then a global average pool. Run after quantization: these ops stay fp32 (int8
+    variances round to 0)."""
+    aten, graph = torch.ops.aten, module.graph
+
+    def call(op, *args):
+        return graph.call_function(op, args)
+
+    def mean(t: torch.fx.Node, shape: list[int]) -> torch.fx.Node:
+        """keepdim mean over the normalised dims: the last one, or (C, H, W) of a 4-D tensor"""
+        weight_shape = (1, shape[0]) if len(shape) == 1 else (1, shape[0], 1, 1)
+        name = f"_mean_over_{'_'.join(map(str, weight_shape))}"
+        if not hasattr(module, name):
+            module.register_parameter(name, torch.nn.Parameter(torch.full(weight_shape, 1.0 / shape[0]), requires_grad=False))
+        if len(shape) == 1:
+            return call(aten.linear.default, t, graph.get_attr(name))
+        return call(aten.mean.dim, call(aten.conv2d.default, t, graph.get_attr(name)), [2, 3], True)
+
+    for node in list(graph.nodes):
+        if node.target != aten.layer_norm.default:
+            continue
+        x, shape, weight, bias, eps = (list(node.args) + [None, None, 1e-5])[:5]
+        if len(shape) != 1 and not (len(shape) == 3 and len(node.meta["val"].shape) == 4):  # the output's shape: a PT2E dequantize has none
+            continue
+        with graph.inserting_before(node):
+            centred = call(aten.sub.Tensor, x, mean(x, shape))
+            variance = mean(call(aten.mul.Tensor, centred, centred), shape)
+            out = call(aten.mul.Tensor, centred, call(aten.rsqrt.default, call(aten.add.Tensor, variance, eps)))
+            if weight is not None:
+                out = call(aten.mul.Tensor, out, weight)
+            if bias is not None:
+                out = call(aten.add.Tensor, out, bias)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    graph.lint()
+    module.recompile()
+    return module
+
+
 def _constants_as_parameters(model: torch.nn.Module) -> torch.nn.Module:
     """A copy whose derived constant buffers (graph adjacency, regressors) are frozen parameters:
     PT2E then quantizes the adjacency like any linear weight and XNNPACK packs them in its
@@ -110,7 +153,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     module = _nearest_upsampling_as_copies(torch.export.export(_constants_as_parameters(model), (example,)).module())
     if recipe.precision == "int8":
         module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
-    exported = torch.export.export(module, (example,))
+    exported = torch.export.export(_layer_norm_as_xnnpack_ops(module), (example,))
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     summary = delegation_summary(edge.exported_program())
     program = edge.to_executorch()

@@ -137,6 +137,36 @@ def test_executorch_nearest_upsampling_rewrite_is_exact(tiny_checkpoint):
         assert torch.equal(expected, got)
 
 
+def test_executorch_layer_norm_rewrite_keeps_the_outputs_and_leaves_xnnpack_nothing_to_miss(tiny_checkpoint, fp32_artifacts, int8_artifacts):
+    from converters.executorch import _layer_norm_as_xnnpack_ops
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model import DeployModel
+
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    module = torch.export.export(DeployModel(load_checkpoint(tiny_checkpoint)).eval(), (image,)).module()
+    norms = sum(n.target == torch.ops.aten.layer_norm.default for n in module.graph.nodes)
+    before = module(image)
+    rewritten = _layer_norm_as_xnnpack_ops(module)
+    assert norms >= 10 and not [n for n in rewritten.graph.nodes if "layer_norm" in str(n.target)]
+    for expected, got in zip(before, rewritten(image), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for artifacts in (fp32_artifacts, int8_artifacts):  # both lowered without a portable layer norm
+        portable = read_manifest(artifacts["executorch"].path)["recipe"]["delegation"]["portable_ops"]
+        assert not [op for op in portable if "layer_norm" in op]
+
+
+def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, tmp_path, monkeypatch):
+    import lagchand_edge.convert as conversion
+
+    def failing(*_):  # what a runtime says when a lowered graph cannot run (seen with ExecuTorch's XNNPACK)
+        raise RuntimeError("method->execute() failed with error 0x1")
+
+    monkeypatch.setattr(conversion, "parity", failing)
+    with pytest.raises(UserError, match="fails in its runtime: RuntimeError: method->execute"):
+        convert("executorch", "fp32", tmp_path, tiny_checkpoint)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_per_axis_int8_gives_an_int8_table_back_exactly():
     from converters.tflite import _per_axis_int8
 
