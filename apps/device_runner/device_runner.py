@@ -294,9 +294,12 @@ class LiteRTOpTimer:
         sub.inputs, sub.outputs = [renumbered[t] for t in fed], list(sub.operators[-1].outputs)
         return bytes(self.utils.convert_object_to_bytearray(model)), fed
 
-    def op_times(self, inputs: list[np.ndarray], warmup: int = 3, runs: int = 15) -> tuple[list[dict], int]:
-        """One row per timed op (op type, activation dtype, delegated or not, median ms) and how many
-        ops could not be run alone."""
+    def timed_ops(self) -> list[int]:
+        """Indices of the ops that run per inference (not on constants alone)."""
+        return [i for i, op in enumerate(self.graph.operators) if not all(t in self.constant for t in self._inputs(op))]
+
+    def reference_run(self, inputs: list[np.ndarray]):
+        """An interpreter that ran the whole model on `inputs` with builtin kernels and kept every tensor."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is what this needs
@@ -307,10 +310,17 @@ class LiteRTOpTimer:
         for detail, value in zip(reference.get_input_details(), inputs, strict=True):
             reference.set_tensor(detail["index"], value)
         reference.invoke()
+        return reference
+
+    def op_times(self, inputs: list[np.ndarray], warmup: int = 3, runs: int = 15) -> tuple[list[dict], int]:
+        """One row per timed op (op type, activation dtype, delegated or not, median ms, module) and
+        how many ops could not be run alone."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        reference = self.reference_run(inputs)
         rows, failed = [], 0
-        for index, op in enumerate(self.graph.operators):
-            if all(t in self.constant for t in self._inputs(op)):
-                continue
+        for index in self.timed_ops():
+            op = self.graph.operators[index]
             try:
                 content, fed = self.op_model(index)
                 alone = Interpreter(model_content=content, num_threads=self.threads)
@@ -324,7 +334,7 @@ class LiteRTOpTimer:
             name = self.utils.opcode_to_name(self.flat, op.opcodeIndex) or "CUSTOM"
             dtype = self.utils.type_to_name(self.graph.tensors[fed[0]].type).lower() if fed else "-"
             delegated = any(o["op_name"] == "DELEGATE" for o in alone._get_ops_details())
-            rows.append({"index": index, "op": f"{name} ({dtype})", "delegated": delegated, "ms": ms, "module": self._module(op)})
+            rows.append({"op": f"{name} ({dtype})", "delegated": delegated, "ms": ms, "module": self._module(op)})
         return rows, failed
 
     def _module(self, op) -> str:
