@@ -65,7 +65,7 @@ def profile(
         table.add_row(*row)
     stdout.print(table)
     for line in (line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)):
-        stdout.print(line, highlight=False)
+        stdout.print(line, highlight=False, markup=False)  # "[delegated (XNNPACK)]" is text, not a style tag
     summary = session["goals"]
     for target, ratio in summary["int8_speedup_vs_eager"].items():
         stdout.print(f"goal: int8 {target} speed-up vs eager FP32 = {ratio:.2f}x (goal >= 4x)")
