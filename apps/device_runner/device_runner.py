@@ -230,7 +230,8 @@ class LiteRTOpTimer:
     a reference run of the whole model: LiteRT's Python API has no op profiler. Weights that ops of
     constants produce (AI Edge Quantizer's DEQUANTIZE of int8 weights) go with their op, as XNNPACK
     folds them at init; ops of constants alone are not timed. XNNPACK fuses little across ops, so
-    the times add up to about the whole model's (the record gives both)."""
+    the times add up to about the whole model's (the record gives both). The exception seen: a PAD
+    before a convolution becomes that convolution's padding in the whole model, alone it is a copy."""
 
     def __init__(self, path: Path, threads: int) -> None:
         from ai_edge_litert.tools import flatbuffer_utils
