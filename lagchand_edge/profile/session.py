@@ -33,6 +33,10 @@ class Settings:
     def flags(self) -> list[str]:
         return ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs)]
 
+    def device_runner(self, model: Path) -> list[str]:
+        """The device-runner command that profiles `model` (its op breakdown too, unless ops is off)."""
+        return [sys.executable, device_runner.__file__, str(model), *self.flags()] + ([] if self.ops else ["--no-ops"])
+
 
 def _run_json(command: list[str]) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
@@ -63,9 +67,8 @@ def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings
     if manifest.get("target") == "coreml":
         return row | {"status": "SKIPPED", "reason": "CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference "
                                                      "interpreter, not a speed proxy (its speed is in the drift report)"}
-    command = [sys.executable, device_runner.__file__, str(model), *settings.flags()] + ([] if settings.ops else ["--no-ops"])
     try:
-        record = _run_json(command)
+        record = _run_json(settings.device_runner(model))
     except RuntimeError as exc:
         return row | {"status": "ERROR", "reason": str(exc)}
     row["sha256"] = row["sha256"] or record["sha256"]
@@ -83,7 +86,7 @@ def profile_eager(checkpoint: Path | None, settings: Settings) -> dict:
 
 
 def profile_anchor(name: str, path: Path, settings: Settings) -> dict:
-    record = _run_json([sys.executable, device_runner.__file__, str(path), *settings.flags(), "--no-ops"])
+    record = _run_json(settings.device_runner(path))  # its op breakdown shows where a plain CNN spends its time
     return {"artifact": f"mediapipe:{name}", "path": str(path), "target": "tflite", "precision": "float (MediaPipe)", "status": "OK",
             "label": HOST_LABEL, "sha256": record["sha256"], "record": record, "anchor": True,
             "note": "one hand, 21 keypoints per inference (LAGCHand: two hands, full meshes)"}
