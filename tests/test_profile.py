@@ -182,6 +182,20 @@ def test_goals_take_the_fastest_int8_artifact_of_each_target():
                                                       "macs_ratio": pytest.approx(2.0)}
 
 
+def test_op_summary_reads_litert_records_with_and_without_op_times():
+    from lagchand_edge.profile.report import op_summary
+
+    counts = {"ops": 10, "delegated_ops": 9, "delegate_partitions": 1, "delegated_fraction": 0.9, "fallback_ops": {"GATHER_ND": 1}}
+    timed = counts | {"isolated_ops_ms": 2.5, "untimed_ops": 0, "module_ms": {"model": 2.5, "model.encoder": 2.0, "model.graph": 0.5},
+                      "top_ops": [{"op": "CONV_2D (int8)", "kind": "delegated (XNNPACK)", "calls": 3, "ms": 2.0}]}
+    lines = op_summary({"artifact": "new", "record": {"latency_ms": {"p50": 2.4}, "op_breakdown": timed}})
+    assert lines == ["new: 2.5 ms in ops timed alone (whole model p50 2.4 ms); 9/10 ops in 1 XNNPACK partitions (90.0%); "
+                     "outside the delegate: GATHER_ND x1", "  CONV_2D (int8) [delegated (XNNPACK)] x3: 2.00 ms",
+                     "  by module: model.encoder 2.00 ms, model.graph 0.50 ms"]
+    older = op_summary({"artifact": "old", "record": {"latency_ms": {"p50": 2.4}, "op_breakdown": counts}})  # an older device runner's
+    assert older == ["old: 9/10 ops in 1 XNNPACK partitions (90.0%); outside the delegate: GATHER_ND x1"]
+
+
 def test_bad_profile_inputs(tmp_path, fp32_artifacts):
     fake = tmp_path / "fake.tflite"
     fake.write_text("not a model")

@@ -84,11 +84,13 @@ def op_summary(row: dict) -> list[str]:
                  f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})"]
     else:
         fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
-        untimed = f", {ops['untimed_ops']} ops could not run alone" if ops["untimed_ops"] else ""
-        lines = [f"{row['artifact']}: {ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 "
-                 f"{row['record']['latency_ms']['p50']:.1f} ms{untimed}); {ops['delegated_ops']}/{ops['ops']} ops in "
-                 f"{ops['delegate_partitions']} XNNPACK partitions ({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
-    lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops["top_ops"][:8]]
+        timed = ""  # records from device runners older than the op timer have counts only
+        if "isolated_ops_ms" in ops:
+            untimed = f", {ops['untimed_ops']} ops could not run alone" if ops["untimed_ops"] else ""
+            timed = f"{ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 {row['record']['latency_ms']['p50']:.1f} ms{untimed}); "
+        lines = [f"{row['artifact']}: {timed}{ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
+                 f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
+    lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops.get("top_ops", [])[:8]]
     for depth, label in ((1, "by module"), (3, "slowest blocks")):
         modules = _modules_at(ops, depth)[:6]
         if modules:
