@@ -7,6 +7,7 @@ the same program users copy to their devices; its records from devices merge in 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -132,6 +133,7 @@ def merged_row(path: Path) -> dict:
             "status": "OK", "label": label, "sha256": record.get("sha256"), "record": record, "merged": True}
 
 
+@functools.cache
 def deployed_macs(config: str) -> int:
     """MACs of what an artifact of `config` runs (the training-only heatmap stage left out)."""
     from lagchand_edge.model import create_model
@@ -163,14 +165,12 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
             progress(1)
     rows = [eager, *rows, *merged]
     eager_p50 = eager["record"]["latency_ms"]["p50"]
-    macs_cache: dict[str, int] = {}
     for row in rows:
         if row["status"] == "OK":
             row["speedup_vs_eager"] = eager_p50 / row["record"]["latency_ms"]["p50"]
         config = (row.get("source") or {}).get("config")
         if config:
-            macs_cache.setdefault(config, deployed_macs(config))
-            row["source_macs"] = macs_cache[config]
+            row["source_macs"] = deployed_macs(config)
         row["macs"] = row.get("source_macs") or (row.get("record") or {}).get("graph_macs")  # a foreign model's from its graph
     return {"schema_version": 1, "label": HOST_LABEL, "settings": vars(settings), "machine": {"cpu": device_runner.cpu_model(),
             "platform": eager["record"]["platform"]}, "eager_p50_ms": eager_p50, "results": rows}
