@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lagchand_edge.data.appearance import NAIL_TINT, SKIN_TONES, skin_albedo
 from lagchand_edge.data.interhand import InterHandDataset, SampleError, collate
 from lagchand_edge.data.render import vertex_normals
-from lagchand_edge.data.synth import NAIL_TINT, SKIN_TONES, generate_sample, skin_albedo
+from lagchand_edge.data.synth import generate_sample
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import load_hands
 from lagchand_edge.hand.joints import MANO_JOINT_NAMES

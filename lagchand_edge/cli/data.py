@@ -105,3 +105,75 @@ def bench(
         write_dataset(Path(tmp) / "bench", num, 0, "test", (size, size), workers or None)
         elapsed = time.perf_counter() - start
     stdout.print(f"rendered {num} images at {size}x{size} in {elapsed:.2f} s: {num / elapsed:.1f} images/s")
+
+
+@app.command()
+def stats(
+    root: Path = typer.Argument(..., help="Data folder (release layout, or a flattened copy like the real sample)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    compare: list[Path] = typer.Option([], help="Another root to put beside it (repeatable), e.g. the real InterHand2.6M sample."),
+    compare_split: str = typer.Option("test", help="Split of the --compare roots."),
+    num: int = typer.Option(2000, help="At most this many evenly spaced samples per root."),
+    plot: Path = typer.Option(None, help="Also draw the distributions as histograms into this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+) -> None:
+    """How hands sit relative to the camera: orientation, palm facing, size in the crop, distance apart."""
+    from lagchand_edge.data.stats import QUANTILES, STATISTICS, dataset_statistics, plot_statistics
+
+    if num < 1:
+        raise UserError("--num must be at least 1")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UserError(f"--plot {plot}: expected a .png file name")
+    summaries = [dataset_statistics(root, split, num)] + [dataset_statistics(other, compare_split, num) for other in compare]
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_statistics(summaries, plot)
+    if as_json:
+        emit_json([{k: v for k, v in s.items() if k != "values"} for s in summaries])
+        return
+    table = Table(title="Scene statistics (per hand; distance per pair)")
+    table.add_column("statistic")
+    table.add_column("root")
+    table.add_column("n", justify="right")
+    for q in QUANTILES:
+        table.add_column(f"p{q}", justify="right")
+    for name in STATISTICS:
+        for summary in summaries:
+            entry = summary["statistics"][name]
+            cells = ["-" if entry[f"p{q}"] is None else f"{entry[f'p{q}']:.0f}" for q in QUANTILES]
+            table.add_row(f"{name}", Path(summary["root"]).name, str(entry["n"]), *cells)
+    stdout.print(table)
+    shares = Table(title="Share of hands")
+    shares.add_column("")
+    for summary in summaries:
+        shares.add_column(Path(summary["root"]).name, justify="right")
+    for name in summaries[0]["shares"]:
+        shares.add_row(name, *["-" if s["shares"][name] is None else f"{s['shares'][name]:.0%}" for s in summaries])
+    stdout.print(shares)
+    for name, (_, meaning) in STATISTICS.items():
+        stdout.print(f"[dim]{name}: {meaning}[/]")
+    if plot is not None:
+        stdout.print(f"wrote {plot}")
+
+
+@app.command()
+def cache(
+    root: Path = typer.Argument(..., help="Data folder (release layout)."),
+    out: Path = typer.Option(..., help="Cache folder to create."),
+    split: str = typer.Option("test", help="train, val or test."),
+    mano_dir: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl for real data."),
+    force: bool = typer.Option(False, help="Replace OUT if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Decode and crop a split once (memory-mapped arrays): train and evaluate take the cache wherever they take a root."""
+    from lagchand_edge.data.cache import write_cache
+    from lagchand_edge.data.interhand import InterHandDataset
+
+    total = len(InterHandDataset(root, split, mano_dir=mano_dir, strict=False))
+    with progress_bar("caching", total) as advance:
+        card = write_cache(root, split, out, mano_dir, advance, force)
+    summary = {k: v for k, v in card.items() if k != "sample_ids"} | {"out": str(out)}
+    if as_json:
+        emit_json(summary)
+        return
+    stdout.print(f"wrote {out}: {card['samples']} samples of {root} (split {split}), skipped {card['skipped'] or 'none'}", highlight=False)

@@ -168,16 +168,23 @@ class InterHandDataset(torch.utils.data.Dataset):
             out.append(self.hands[side].forward_numpy(pose, shape, trans).vertices[0].numpy() * 1000)
         return np.stack(out)
 
-    def load(self, index: int) -> dict[str, Any]:
-        """One sample as numpy arrays; raises `SampleError` if it cannot be read."""
-        record = self.records[index]
+    def _image(self, record: Record) -> Image.Image:
         try:
             with Image.open(record.image_path) as handle:
                 if handle.mode != "RGB":
                     raise SampleError(f"{record.image_path}: image mode is {handle.mode}, expected RGB")
-                image = handle.copy()
+                return handle.copy()
         except (OSError, SyntaxError) as exc:
             raise SampleError(f"{record.image_path}: cannot decode image ({exc})") from None
+
+    def load(self, index: int, with_image: bool = True) -> dict[str, Any]:
+        """One sample as numpy arrays; raises `SampleError` if it cannot be read.
+
+        `with_image=False` reads the annotations alone (no decoding): the ground truth in the
+        crop the image would have been cut to, for statistics over a whole set.
+        """
+        record = self.records[index]
+        image = self._image(record) if with_image else None
         joints_cam = np.stack([cam.world_to_camera(record.world_joints[RELEASE_SLICES[s]], record.camrot, record.campos) for s in HAND_NAMES])
         joint_valid = np.stack([record.joint_valid[RELEASE_SLICES[s]] for s in HAND_NAMES]) > 0
         k_full = cam.intrinsics(record.focal, record.princpt)
@@ -195,10 +202,8 @@ class InterHandDataset(torch.utils.data.Dataset):
             shift = rng.uniform(-0.06, 0.06, 2) * side
             box = (x0 + (side - grown) / 2 + shift[0], y0 + (side - grown) / 2 + shift[1], grown)
         k = crop_intrinsics(k_full, box, self.image_size)
-        crop = np.asarray(crop_image(image, box, self.image_size))
-        return {
+        sample = {
             "sample_id": record.sample_id,
-            "image": crop,
             "k": k.astype(np.float32),
             "joints_cam": joints_cam.astype(np.float32),
             "joint_valid": joint_valid,
@@ -207,6 +212,9 @@ class InterHandDataset(torch.utils.data.Dataset):
             "vertices_2d": cam.project(vertices_cam, k).astype(np.float32),
             "has_mesh": record.mano is not None,
         }
+        if image is not None:
+            sample["image"] = np.asarray(crop_image(image, box, self.image_size))
+        return sample
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         try:

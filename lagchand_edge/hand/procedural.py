@@ -69,7 +69,7 @@ def _frame(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, e2
 
 
-def _tube_faces(start: int, rings: int, around: int) -> np.ndarray:
+def tube_faces(start: int, rings: int, around: int) -> np.ndarray:
     """Faces of a closed tube: `rings` rings of `around` vertices, then base pole and tip pole."""
     faces = []
     ring = lambda i, a: start + i * around + (a % around)  # noqa: E731
@@ -165,14 +165,14 @@ def build_procedural_hand(side: str = "right") -> HandModel:
     """The procedural hand for one side; the left hand is the right one mirrored in x."""
     rest = _Builder(np.zeros(10))
     palm = rest.palm()
-    parts, weights, faces = [palm], [np.eye(16)[np.zeros(len(palm), int)]], [_tube_faces(0, PALM_RINGS, PALM_AROUND)]
+    parts, weights, faces = [palm], [np.eye(16)[np.zeros(len(palm), int)]], [tube_faces(0, PALM_RINGS, PALM_AROUND)]
     ring_centres: dict[str, list[np.ndarray]] = {}
     tips: dict[str, int] = {}
     offset = len(palm)
     for name in FINGERS:
         vertices, arc, joints_s = rest.finger(name)
         rings = len(vertices) // AROUND
-        faces.append(_tube_faces(offset, rings, AROUND))
+        faces.append(tube_faces(offset, rings, AROUND))
         weights.append(_skin_weights_for_finger(name, arc, joints_s))
         ring_index = {s: i for i, s in enumerate(arc[::AROUND][:rings])}
         ring_centres[name] = [offset + ring_index[s] * AROUND for s in joints_s[:3]]
