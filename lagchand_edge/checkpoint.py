@@ -82,6 +82,7 @@ def load_checkpoint(path: Path | None = None, config: str | None = None, hands=N
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state.setdefault("template", model.template)  # checkpoints from before the template: offsets from zero
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

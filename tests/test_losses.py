@@ -74,7 +74,10 @@ def test_weak_perspective_and_schedule():
     camera = torch.tensor([[[2.0, 0.5, -0.25]]])
     uv = weak_perspective(points, camera, 256) * 256
     assert uv[0, 0, 0].tolist() == pytest.approx([2 * 256 * 0.1 + 64 + 128, 2 * 256 * -0.05 - 32 + 128])
-    assert [lr_at(e, 10, 1e-4) for e in (0, 4, 5, 9)] == [1e-4, 1e-4, 1e-5, 1e-5]
+    assert [lr_at(p, 1e-4) for p in (0.0, 0.45, 0.5, 0.95)] == [1e-4, 1e-4, 1e-5, 1e-5]  # the paper's step
+    cosine = [lr_at(p, 1e-3, "cosine", warmup=0.1) for p in (0.0, 0.05, 0.1, 0.55, 1.0)]
+    assert cosine[0] < 0.02e-3 and cosine[1] == pytest.approx(0.5e-3, rel=0.01) and cosine[2] == pytest.approx(1e-3)
+    assert cosine[3] == pytest.approx(0.5e-3) and cosine[4] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_total_loss_skips_zero_weights():

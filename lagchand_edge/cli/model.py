@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from lagchand_edge.cli.common import emit_json, progress_bar, stdout
+from lagchand_edge.cli.common import console, emit_json, progress_bar, stdout
+
+LOG_EVERY = 100  # training steps between log lines when stderr is not a terminal
 
 
 def info(
@@ -33,19 +36,27 @@ def info(
 
 
 def train(
-    data: Path = typer.Option(..., help="InterHand2.6M-format root with a 'train' split."),
+    data: Path = typer.Option(..., help="InterHand2.6M-format root with a 'train' split, or a cache of one (`data cache`)."),
     out: Path = typer.Option(Path("runs/lagchand.safetensors"), help="Checkpoint to write (.safetensors + .json sidecar)."),
-    config: str = typer.Option("reference"),
-    epochs: int = typer.Option(10, min=1),
-    batch_size: int = typer.Option(16, min=1),
-    lr: float = typer.Option(1e-4, help="Adam learning rate (decays 10x at half the epochs, paper §4.1)."),
-    seed: int = typer.Option(0),
+    config: str = typer.Option("reference", help="Model configuration (reference, reference-mhsa, lite, tiny)."),
+    epochs: int = typer.Option(10, min=1, help="Passes over the training data."),
+    batch_size: int = typer.Option(16, min=1, help="Samples per step (per process under torchrun)."),
+    lr: float = typer.Option(1e-4, help="Adam learning rate (peak, for --schedule cosine)."),
+    schedule: str = typer.Option("step", help="step: lr / 10 at half-way (paper section 4.1); cosine: linear warm-up, then cosine to 0."),
+    warmup: float = typer.Option(0.03, min=0.0, max=0.5, help="Fraction of training that warms up (cosine)."),
+    seed: int = typer.Option(0, help="Seed for weights, shuffling and augmentation."),
     limit: int = typer.Option(None, help="Use only the first N samples."),
     resume: bool = typer.Option(False, help="Continue from OUT's last finished epoch."),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning; fresh optimizer)."),
     loss_weight: list[str] = typer.Option([], help="Override a loss weight, e.g. heatmap=1000 (repeatable)."),
-    edge_from: float = typer.Option(0.5, min=0.0, max=1.0, help="Fraction of epochs before the edge loss joins (IntagHand: 0.5; 0 to fine-tune)."),
+    edge_from: float = typer.Option(0.5, min=0.0, max=1.0, help="Fraction of training before the edge loss joins (IntagHand: 0.5; 0 to fine-tune)."),
     bf16: bool = typer.Option(False, "--bf16", help="Mixed precision: forward pass under bf16 autocast (weights, optimizer, losses stay fp32)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip (hands swapped), crop and colour jitter."),
+    budget_minutes: float = typer.Option(None, min=0.1, help="Train for this long (the schedule follows the clock), then stop: "
+                                         "recipes compared at equal compute."),
+    val_data: Path = typer.Option(None, help="Validate after every epoch on this root's (or cache's) 'val' split: "
+                                  "MPJPE ratio to the mean-pose baseline."),
+    val_num: int = typer.Option(300, min=1, help="Validation samples."),
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
 ) -> None:
     """Train LAGCHand with IntagHand's losses; works unchanged under torchrun (DDP)."""
@@ -53,51 +64,61 @@ def train(
     from lagchand_edge.train.loop import train as run
     from lagchand_edge.train.losses import parse_weights
 
-    options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), edge_from=edge_from, bf16=bf16,
-                           mano_dir=mano_dir)
+    options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
+                           seed=seed, limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), edge_from=edge_from,
+                           bf16=bf16, augment=augment, budget_minutes=budget_minutes, val_data=val_data, val_num=val_num, mano_dir=mano_dir)
+    started = time.perf_counter()
     with progress_bar("training", None) as advance:
         def on_step(epoch: int, step: int, losses: dict) -> None:
-            advance(1, info=f"epoch {epoch + 1}/{epochs} step {step} loss {losses['loss']:.4f}")
+            status = f"epoch {epoch + 1}/{epochs} step {step} loss {losses['loss']:.4f}"
+            advance(1, info=status)
+            if not console.is_terminal and step % LOG_EVERY == 0:  # a log file (nohup, CI) gets a line now and then instead of a bar
+                console.print(f"{time.perf_counter() - started:8.0f} s  {status}", highlight=False)
 
         result = run(options, on_step)
     if result:
         last = result["history"][-1]
         stdout.print(f"wrote {out} (epoch {result['epoch']}, loss {last['loss']:.4f})")
+        if "val_ratio" in last:
+            minutes = sum(h["seconds"] for h in result["history"]) / 60
+            stdout.print(f"validation after {minutes:.1f} min of training: MPJPE {last['val_mpjpe']:.2f} mm, ratio to the mean-pose baseline "
+                         f"{last['val_ratio']:.3f}, rotation error {last['val_rotation_deg']:.1f} deg, "
+                         f"2D joint error {last['val_joint_2d_px']:.1f} px (medians)")
 
 
 def evaluate(
-    data: Path = typer.Option(..., help="InterHand2.6M-format root."),
+    data: Path = typer.Option(..., help="InterHand2.6M-format root, or a cache of one (`data cache`)."),
     checkpoint: Path = typer.Option(None, help="Checkpoint (.safetensors); default: the bundled reference."),
-    split: str = typer.Option("test"),
-    num: int = typer.Option(None, help="Evaluate only the first N samples."),
-    batch_size: int = typer.Option(16, min=1),
-    baseline_from: Path = typer.Option(None, help="Also score a mean-pose baseline: the mean hands of this root's train split."),
-    mano_dir: Path = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"),
+    split: str = typer.Option("test", help="train, val or test."),
+    num: int = typer.Option(None, min=1, help="Evaluate only the first N samples."),
+    batch_size: int = typer.Option(16, min=1, help="Images per forward pass."),
+    baseline_from: Path = typer.Option(None, help="Also score a mean-pose baseline: the mean hands of this root's (or cache's) train split."),
+    mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """MPJPE / MPVPE (mm, IntagHand protocol) per hand and per joint, on CUDA when available."""
     from lagchand_edge.checkpoint import load_checkpoint
-    from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.data.cache import open_dataset
     from lagchand_edge.evaluate import MeanPoseBaseline, evaluate_model, mean_hands
 
-    dataset = InterHandDataset(data, split, mano_dir=mano_dir, strict=False, limit=num)
+    dataset = open_dataset(data, split, mano_dir, limit=num)
     model = load_checkpoint(checkpoint, hands=dataset.hands)
     with progress_bar("evaluating", len(dataset)) as advance:
         results = {"model": evaluate_model(model, dataset, batch_size, progress=advance)}
     if baseline_from is not None:
-        train_set = InterHandDataset(baseline_from, "train", mano_dir=mano_dir, strict=False)
-        baseline = MeanPoseBaseline(*mean_hands(train_set))
+        baseline = MeanPoseBaseline(*mean_hands(open_dataset(baseline_from, "train", mano_dir)))
         results["mean_pose_baseline"] = evaluate_model(baseline, dataset, batch_size)
-        results["ratio_to_baseline"] = results["model"]["mpjpe"] / results["mean_pose_baseline"]["mpjpe"]
+        results["ratio_to_baseline"] = results["mpjpe_ratio"] = results["model"]["mpjpe"] / results["mean_pose_baseline"]["mpjpe"]
+    results["rotation_err_deg_median"] = results["model"]["rotation_error_deg_median"]
+    results["joint_2d_err_px_median"] = results["model"]["joint_2d_err_px_median"]
     results["skipped"] = dict(dataset.skipped)
     if as_json:
         emit_json(results)
         return
-    table = Table(title=f"{data} [{split}] - {results['model']['samples']} samples, {results['model']['device']}")
+    table = Table(title=f"{data} (split {split}) - {results['model']['samples']} samples, {results['model']['device']}")
     table.add_column("predictor")
-    columns = ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe", "pa_mpjpe", "rotation_error_deg_median")
-    for column in ("MPJPE mm", "left", "right", "MPVPE mm", "PA-MPJPE mm", "rotation err° (median)"):
+    columns = ("mpjpe", "mpjpe_left", "mpjpe_right", "mpvpe", "pa_mpjpe", "rotation_error_deg_median", "joint_2d_err_px_median")
+    for column in ("MPJPE mm", "left", "right", "MPVPE mm", "PA-MPJPE mm", "rotation err° (median)", "2D joint err px (median)"):
         table.add_column(column, justify="right")
     for name in ("model", "mean_pose_baseline"):
         if name in results:

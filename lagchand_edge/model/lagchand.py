@@ -69,12 +69,23 @@ class LAGCHand(nn.Module):
         nn.init.zeros_(self.camera_head.weight)
         with torch.no_grad():
             self.camera_head.bias.copy_(torch.tensor([CAMERA_SCALE_INIT, 0.0, 0.0]))
+        # The graph decoder predicts offsets from these hands (B-independent, normalised metres): a
+        # training run from scratch sets them to its data's mean hands, so it starts at the mean-pose
+        # baseline instead of a point cloud at the origin. Checkpoints made before it hold zeros.
+        self.register_buffer("template", torch.zeros(2, self.num_vertices, 3))
+
+    def set_template(self, vertices: torch.Tensor) -> None:
+        """Start from these (2, V, 3) mean hands: the decoder's last layer is zeroed so that its
+        first output is exactly them."""
+        self.template.copy_(vertices.reshape(self.template.shape))
+        nn.init.zeros_(self.graph.head.weight)
+        nn.init.zeros_(self.graph.head.bias)
 
     def forward(self, image: torch.Tensor, with_heatmaps: bool = True):
         x = (image - self.mean) / self.std
         features = self.encoder(x)
         _, hand_features, bound, heatmaps = self.compact(features, with_heatmaps)
-        vertices = self.graph(hand_features, bound)
+        vertices = self.graph(hand_features, bound) + self.template
         joints = self.joint_regressor(vertices)
         root = joints[:, :, MIDDLE_MCP : MIDDLE_MCP + 1, :]
         camera = self.camera_head(hand_features)

@@ -45,6 +45,14 @@ def weak_perspective(points: torch.Tensor, camera: torch.Tensor, image_size: int
     return (s * image_size * points[..., :2] + t * half + half) / image_size
 
 
-def lr_at(epoch: int, epochs: int, lr: float) -> float:
-    """The paper's schedule: lr until half the epochs, then lr / 10."""
-    return lr if epoch < math.ceil(epochs / 2) else lr / 10
+def lr_at(progress: float, lr: float, schedule: str = "step", warmup: float = 0.0) -> float:
+    """The learning rate at `progress` (0 = start, 1 = end of training).
+
+    'step': the paper's schedule, lr for the first half, then lr / 10. 'cosine': a linear warm-up
+    over the first `warmup` of training, then a cosine decay to zero.
+    """
+    if schedule == "step":
+        return lr if progress < 0.5 else lr / 10
+    if progress < warmup:
+        return lr * max(progress, 1e-3) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * min((progress - warmup) / max(1 - warmup, 1e-9), 1.0)))
