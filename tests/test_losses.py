@@ -86,3 +86,17 @@ def test_total_loss_skips_zero_weights():
     result = total_loss(pred, gt, TRIANGLE, {"vertex": 2.0, "joint": 1.0, "heatmap": 0.0})
     assert set(result.terms) == {"vertex", "joint"}
     assert result.total.item() == pytest.approx(2.0 * 0.1)
+
+
+def test_soft_argmax_reads_the_peak_and_its_loss_moves_mass_towards_the_joint():
+    from lagchand_edge.train.losses import heatmap_2d_loss, soft_argmax
+
+    joints = torch.tensor([[[[100.5, 36.5]] * 21] * 2])  # (1, 2, 21, 2) crop pixels
+    maps = gaussian_heatmaps(joints, 64, 256) * 3.0  # a confident peak
+    assert soft_argmax(maps)[0, 0, 0].tolist() == pytest.approx([100.5 / 256, 36.5 / 256], abs=0.01)
+    flat = torch.zeros(1, 2, 21, 64, 64, requires_grad=True)  # the all-zero plateau of an MSE-trained heatmap
+    loss = heatmap_2d_loss(flat, joints / 256)
+    loss.backward()
+    assert loss.item() == pytest.approx((abs(100.5 / 256 - 0.5) + abs(36.5 / 256 - 0.5)) / 2, rel=1e-4)
+    step = -flat.grad[0, 0, 0]  # gradient descent raises the map where the joint is, lowers it far away
+    assert step[9, 25] > 0 > step[60, 2]

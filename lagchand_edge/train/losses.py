@@ -13,7 +13,10 @@ from lagchand_edge.train.targets import metacarpal_length
 #: IntagHand's weights (DESIGN.md §0); the edge term joins from mid-training. `aligned` is ours and
 #: off by default: the 3D L1 in the frame the evaluation protocol scores (see `aligned_loss`).
 DEFAULT_WEIGHTS = {"vertex": 100.0, "vertex_2d": 50.0, "joint": 100.0, "joint_2d": 50.0, "normal": 10.0, "edge": 2000.0, "heatmap": 100.0,
-                   "aligned": 0.0}
+                   "aligned": 0.0, "heatmap_2d": 0.0}
+
+#: Sharpness of the soft-argmax that reads 2D joints off the heatmaps (`heatmap_2d`).
+SOFT_ARGMAX_BETA = 10.0
 
 #: Bounds on the per-hand rescale in `aligned_loss`, so that a collapsed predicted bone cannot blow it up.
 ALIGN_SCALE_RANGE = (1 / 3, 3.0)
@@ -81,6 +84,22 @@ def heatmap_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return ((pred - gt) ** 2).mean()
 
 
+def soft_argmax(heatmaps: torch.Tensor, beta: float = SOFT_ARGMAX_BETA) -> torch.Tensor:
+    """(..., H, W) maps -> (..., 2) expected (x, y) under softmax(beta * map), in units of the map size."""
+    h, w = heatmaps.shape[-2:]
+    weights = torch.softmax(beta * heatmaps.flatten(-2), dim=-1).reshape(heatmaps.shape)
+    xs = (torch.arange(w, dtype=weights.dtype, device=weights.device) + 0.5) / w
+    ys = (torch.arange(h, dtype=weights.dtype, device=weights.device) + 0.5) / h
+    return torch.stack([(weights.sum(-2) * xs).sum(-1), (weights.sum(-1) * ys).sum(-1)], dim=-1)
+
+
+def heatmap_2d_loss(heatmaps: torch.Tensor, gt_2d: torch.Tensor) -> torch.Tensor:
+    """Integral regression (ours, off by default): L1 between the heatmaps' soft-argmax and the GT 2D
+    joints (image-size units). Unlike the MSE to Gaussians, every pixel gets a gradient that moves
+    the mass towards the joint, so the encoder leaves the all-zero plateau early."""
+    return (soft_argmax(heatmaps) - gt_2d).abs().mean()
+
+
 @dataclass
 class LossTerms:
     terms: dict[str, torch.Tensor]
@@ -98,6 +117,7 @@ def total_loss(pred: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], faces
         "edge": lambda: edge_loss(pred["vertices"], gt["vertices"], faces),
         "heatmap": lambda: heatmap_loss(pred["heatmaps"], gt["heatmaps"]),
         "aligned": lambda: aligned_loss(pred["joints"], pred["vertices"], gt["joints"], gt["vertices"]),
+        "heatmap_2d": lambda: heatmap_2d_loss(pred["heatmaps"], gt["joints_2d"]),
     }
     terms = {name: fn() for name, fn in calculators.items() if weights.get(name, 0.0) > 0}
     total = sum(weights[name] * value for name, value in terms.items())
