@@ -81,7 +81,7 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
     except UserError as exc:
         return None, f"skipped: {str(exc).split(': ', 2)[-1]}"
     with torch.no_grad():
-        reference = DeployModel(model)(images)[0].numpy()
+        reference = DeployModel(model, deployed_form=False)(images)[0].numpy()
     got = runner(images.numpy()).vertices
     return float(np.abs(got - reference).max() * 1000), f"{len(images)} images"
 

@@ -32,7 +32,7 @@ def evaluate_model(
     """MPJPE/MPVPE (mm) of `model` over the dataset; per hand and per joint."""
     device = device or best_device()
     if isinstance(model, LAGCHand):
-        model = DeployModel(model.to(device)).eval()  # no training heatmaps
+        model = DeployModel(model.to(device), deployed_form=False).eval()  # no training heatmaps
     pred_j, pred_v, gt_j, gt_v, valid, errors_2d = [], [], [], [], [], []
     with torch.no_grad():
         for batch in _batches(dataset, batch_size):

@@ -26,7 +26,7 @@ def test_inference_skips_the_training_heatmaps_and_keeps_the_outputs():
     model = create_model("tiny").eval()
     image = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
-        full, deployed = model(image), DeployModel(model)(image)
+        full, deployed = model(image), DeployModel(model, deployed_form=False)(image)
         assert model(image, with_heatmaps=False)[3] is None
     for a, b in zip(full[:3], deployed, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -183,7 +183,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
     if len(indices) == 0:
         raise UserError("the data set (or this shard of it) is empty")
     device = best_device()
-    deploy = DeployModel(model.to(device)).eval()  # FP32 reference: the deployed outputs, no training heatmaps
+    deploy = DeployModel(model.to(device), deployed_form=False).eval()  # FP32 reference: the deployed outputs, no training heatmaps
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size, shuffle=False, collate_fn=collate)
     reference_accuracy, sample_ids = AccuracyTally(), []
     reference_seconds, dropped = 0.0, 0

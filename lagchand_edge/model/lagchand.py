@@ -15,6 +15,7 @@ from lagchand_edge.hand.graph import build_hierarchy
 from lagchand_edge.hand.joints import HAND_NAMES, MIDDLE_MCP
 from lagchand_edge.model.compact import CompactSingleHandHeatmap
 from lagchand_edge.model.config import LAGCHandConfig
+from lagchand_edge.model.deploy import deploy_form
 from lagchand_edge.model.encoder import LinearAttentionEncoder
 from lagchand_edge.model.graph import LinearGraph
 from lagchand_edge.model.sparse import SparseRows
@@ -95,15 +96,17 @@ class LAGCHand(nn.Module):
 class DeployModel(nn.Module):
     """What goes to devices: the three outputs of `OUTPUT_NAMES`, no training heatmaps.
 
+    By default in the deployed form (`model.deploy`: the same function in fewer, larger ops);
+    `deployed_form=False` keeps the training modules (the FP32 reference and eager PyTorch).
     `int8_embeddings`: a copy of the model whose embedding tables are int8 (int8 artifacts).
     """
 
-    def __init__(self, model: LAGCHand, int8_embeddings: bool = False) -> None:
+    def __init__(self, model: LAGCHand, int8_embeddings: bool = False, deployed_form: bool = True) -> None:
         super().__init__()
         if int8_embeddings:
             model = copy.deepcopy(model)
             model.graph.int8_embeddings()
-        self.model = model
+        self.model = deploy_form(model) if deployed_form else model
 
     def forward(self, image: torch.Tensor):
         vertices, joints, camera, _ = self.model(image, with_heatmaps=False)

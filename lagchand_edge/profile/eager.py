@@ -26,7 +26,7 @@ def profile_eager(checkpoint: Path | None, threads: int, warmup: int, runs: int)
     checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint()
     rss_before = dr.memory_mb("VmRSS")
     start = time.perf_counter_ns()
-    model = DeployModel(load_checkpoint(checkpoint)).eval()
+    model = DeployModel(load_checkpoint(checkpoint), deployed_form=False).eval()  # PyTorch as trained
     load_ms = (time.perf_counter_ns() - start) / 1e6
     image = torch.rand(1, 3, model.model.cfg.image_size, model.model.cfg.image_size, generator=torch.Generator().manual_seed(0))
 
