@@ -129,10 +129,10 @@ def test_device_runner_needs_no_torch(foreign_models):
 
 def test_graph_macs_of_an_artifact_match_the_deployed_model(fp32_artifacts, tiny_checkpoint):
     from lagchand_edge.checkpoint import load_checkpoint
-    from lagchand_edge.model.flops import count_model
+    from lagchand_edge.model.flops import deployed_macs
 
     counted = device_runner.LiteRTModel(fp32_artifacts["tflite"].path / "model.tflite", threads=1).graph_macs()
-    assert counted == count_model(load_checkpoint(tiny_checkpoint), with_heatmaps=False)["modules"][-1]["macs"]
+    assert counted == deployed_macs(load_checkpoint(tiny_checkpoint))
 
 
 def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_artifacts, tiny_checkpoint):
@@ -159,7 +159,7 @@ def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_
     rows, untimed = timer.op_times(inputs, warmup=0, runs=1)
     assert untimed == 0 and len(rows) == len(timer.timed_ops()) > 100 and any(r["op"] == "CONV_2D (int8)" for r in rows)
     modules = {name for name, _ in DeployModel(load_checkpoint(tiny_checkpoint)).named_modules()}
-    assert {r["module"] for r in rows} <= modules and "model.graph.blocks.2.attention.attn" in {r["module"] for r in rows}
+    assert {r["module"] for r in rows} <= modules and "model.graph.blocks.2.attention.q" in {r["module"] for r in rows}
     per_module = device_runner.module_times(rows)
     assert per_module["model.encoder"] + per_module["model.graph"] <= per_module["model"] + 1e-9
     assert "model.graph.blocks.2" in per_module and "model.graph.blocks.2.attention" not in per_module  # four levels deep at most

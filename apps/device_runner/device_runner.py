@@ -222,7 +222,8 @@ class LiteRTModel:
                 "untimed_ops": untimed,
                 "delegated_ops": len(delegated), "delegated_fraction": len(delegated) / max(len(original), 1),
                 "delegate_partitions": len(ops) - len(original), "fallback_ops": fallback,
-                "top_op_types": sorted(([name, n] for name, (n, _) in counts.items()), key=lambda x: -x[1])[:top]}
+                "top_op_types": sorted(([name, n] for name, (n, _) in counts.items()), key=lambda x: -x[1])[:top],
+                "op_counts": dict(sorted(((name, n) for name, (n, _) in counts.items()), key=lambda x: -x[1]))}
 
 
 class LiteRTOpTimer:
@@ -417,6 +418,7 @@ class ExecuTorchModel:
         ranked = sorted(per_op.values(), key=lambda e: -e["ms"])
         portable = [e for e in ranked if e["kind"] == "portable kernel"]
         return {"source": "ETDump + executorch.devtools.Inspector", "execute_ms": execute, "top_ops": ranked[:top],
+                "op_counts": {e["op"]: e["calls"] for e in sorted(ranked, key=lambda e: -e["calls"])},
                 "portable_ops": {e["op"]: e["calls"] for e in portable}, "portable_ms": sum(e["ms"] for e in portable),
                 "delegated_ms": sum(e["ms"] for e in ranked if e["kind"] != "portable kernel"),
                 "delegate_calls": int((frame["event_name"] == "DELEGATE_CALL").sum())}

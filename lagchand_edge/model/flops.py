@@ -36,3 +36,10 @@ def count_model(model: LAGCHand, with_heatmaps: bool = True) -> dict:
     rows.append({"module": "total", "params": sum(r["params"] for r in rows), "macs": total_flops // 2, "flops": total_flops})
     return {"config": model.cfg.name, "image_size": size, "modules": rows, "paper_gmacs": PAPER_GMACS,
             "gmacs": total_flops / 2e9, "mac_convention": "fvcore/thop: conv, linear, matmul; FLOPs = 2 x MACs"}
+
+
+def deployed_macs(model: LAGCHand) -> int:
+    """MACs of what artifacts run: the deployed form (`model.deploy`), no training heatmap stage."""
+    from lagchand_edge.model.deploy import deploy_form
+
+    return count_model(deploy_form(model), with_heatmaps=False)["modules"][-1]["macs"]

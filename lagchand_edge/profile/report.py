@@ -35,24 +35,29 @@ def goals(session: dict) -> dict:
     return out
 
 
+def gmacs_per_second(row: dict) -> float | None:
+    """Arithmetic throughput: MACs per inference over the p50 (how much of the time is arithmetic)."""
+    return row["macs"] / 1e9 / (_p50(row) / 1e3) if row.get("macs") and row["status"] == "OK" else None
+
+
 def _num(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def table_rows(session: dict) -> list[list[str]]:
     header = ["artifact", "runtime", "precision", "where", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "trimmed mean ms",
-              "speed-up vs eager", "peak RSS +MB", "size MB", "GMACs", "status"]
+              "speed-up vs eager", "peak RSS +MB", "size MB", "GMACs", "GMAC/s", "status"]
     rows = [header]
     for r in session["results"]:
         if r["status"] != "OK":
-            rows.append([r["artifact"], str(r.get("target")), str(r.get("precision")), r["label"]] + ["-"] * 10 + [f"{r['status']}: {r['reason']}"])
+            rows.append([r["artifact"], str(r.get("target")), str(r.get("precision")), r["label"]] + ["-"] * 11 + [f"{r['status']}: {r['reason']}"])
             continue
         rec, lat = r["record"], r["record"]["latency_ms"]
         size = None if rec.get("size_bytes") is None else rec["size_bytes"] / 1e6
         rows.append([r["artifact"], rec["runtime"], str(r.get("precision")), r["label"], _num(rec.get("load_ms"), ".0f"),
                      _num(rec.get("first_inference_ms"), ".1f"), *(_num(lat.get(k), ".2f") for k in ("p50", "p90", "p99", "trimmed_mean")),
                      _num(r.get("speedup_vs_eager"), ".2f", "x"), _num(rec.get("peak_rss_increase_mb"), ".0f"), _num(size, ".2f"),
-                     _num(r["macs"] / 1e9 if r.get("macs") else None, ".3f"), "OK"])
+                     _num(r["macs"] / 1e9 if r.get("macs") else None, ".3f"), _num(gmacs_per_second(r), ".0f"), "OK"])
     return rows
 
 
@@ -90,6 +95,9 @@ def op_summary(row: dict) -> list[str]:
             timed = f"{ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 {row['record']['latency_ms']['p50']:.1f} ms{untimed}); "
         lines = [f"{row['artifact']}: {timed}{ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
                  f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
+    if ops.get("op_counts"):  # the op diet: how many ops of each type the runtime executes
+        counts = ops["op_counts"]
+        lines.append(f"  {sum(counts.values())} ops: " + ", ".join(f"{name} {n}" for name, n in list(counts.items())[:10]))
     lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops.get("top_ops", [])[:8]]
     for depth, label in ((1, "by module"), (3, "slowest blocks")):
         modules = _modules_at(ops, depth)[:6]

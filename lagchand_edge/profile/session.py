@@ -137,9 +137,9 @@ def merged_row(path: Path) -> dict:
 def deployed_macs(config: str) -> int:
     """MACs of what an artifact of `config` runs (the training-only heatmap stage left out)."""
     from lagchand_edge.model import create_model
-    from lagchand_edge.model.flops import count_model
+    from lagchand_edge.model.flops import deployed_macs as count
 
-    return int(count_model(create_model(config), with_heatmaps=False)["gmacs"] * 1e9)
+    return count(create_model(config))
 
 
 def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchors: dict[str, Path] | None = None,
