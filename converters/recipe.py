@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch-free at import: the predict app runs LiteRT artifacts on devices without torch
+    import torch
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,12 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch-free at import: `Runner` serves the predict app on devices without torch
+    import torch
 
 from converters.recipe import ConversionError, Int8Plan, Recipe
 
@@ -72,6 +75,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 def _scope_parts(root: torch.nn.Module, path: str) -> list[str]:
     """litert-torch's name of module `path`: each tensor is named by the chain of called modules,
     `<module.Class>_<attribute>` joined by '/' (ModuleLists are never called, so they add no part)."""
+    import torch
+
     parts, module = [], root
     for attribute in path.split("."):
         module = module[int(attribute)] if attribute.isdigit() else getattr(module, attribute)

@@ -23,6 +23,7 @@ from lagchand_edge.io import atomic_dir, file_sha256
 from lagchand_edge.model import OUTPUT_NAMES, DeployModel, LAGCHand
 
 PARITY_IMAGES = 4
+HAND_FACES = "hand_faces.npy"
 #: LAGCHand's int8 plan, from `drift --per-layer` and the README's measurements: encoder and
 #: heatmap module W8A8; the graph decoder's activations carry mm-scale geometry that per-tensor
 #: int8 destroys (~30 mm of drift), so it keeps float activations over int8 weights; the glue
@@ -108,6 +109,8 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
             last = traceback.extract_tb(exc.__traceback__)[-1]
             raise UserError(f"{target} {precision} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} "
                             f"(in {Path(last.filename).name}:{last.lineno})") from None
+        # the mesh's faces (left, right) beside the model, so an app can draw wireframes without this toolkit's hand models
+        np.save(tmp / HAND_FACES, model.faces.numpy().astype(np.int32))
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
                                   calibration.manifest() if calibration is not None and recipe.quantized else None,
                                   plan if recipe.precision == "int8" else None, shapes)

@@ -8,12 +8,14 @@ import sys
 import warnings
 
 import typer
+from rich.markup import escape
 
 from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
 from lagchand_edge.cli.common import console
 from lagchand_edge.cli.convert import convert
 from lagchand_edge.cli.drift import drift
+from lagchand_edge.cli.predict import predict
 from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
@@ -31,6 +33,7 @@ app.command()(model.train)
 app.command()(model.evaluate)
 app.command()(convert)
 app.command()(drift)
+app.command()(predict)
 app.command()(profile)
 app.add_typer(anchors_app, name="anchors")
 
@@ -54,10 +57,10 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "2")
     warnings.filterwarnings("ignore", message=r".*(Torch version|scikit-learn version|experimental_preserve_all_tensors|LeafSpec).*")
-    for name in ("coremltools", "absl", "torchao"):
+    for name in ("coremltools", "absl", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app()  # click itself turns usage errors into exit code 2
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

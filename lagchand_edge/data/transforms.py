@@ -1,9 +1,12 @@
-"""The crop IntagHand applies: a square around both hands' 2D points, resized to 256x256."""
+"""The crop IntagHand applies: a square around both hands' 2D points, resized to 256x256, and
+the way back from the model's weak-perspective outputs to crop and image pixels.
+
+Torch-free at import (numpy and Pillow): the predict app runs it on devices without torch.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,6 +40,22 @@ def crop_intrinsics(k: np.ndarray, box: tuple[float, float, float], size: int) -
     return out
 
 
-def to_model_input(images) -> torch.Tensor:
-    """uint8 (B, H, W, 3) images (array or tensor) -> float (B, 3, H, W) in [0, 1], the model's input."""
+def weak_perspective_px(points: np.ndarray, camera: np.ndarray, image_size: int = 256) -> np.ndarray:
+    """(..., 2, N, 3) model points and (..., 2, 3) cameras (s, tx, ty) -> (..., 2, N, 2) crop pixels:
+    s * size * v[:2] + t * size / 2 + size / 2, the model's projection."""
+    s, t = camera[..., :1, None], camera[..., None, 1:]
+    half = image_size / 2
+    return s * image_size * points[..., :2] + t * half + half
+
+
+def crop_to_image(points: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """(..., 2) pixels of a `size` crop of square `box` -> pixels of the full image (inverse of the crop)."""
+    x0, y0, side = box
+    return np.asarray(points) * (side / size) + np.array([x0, y0])
+
+
+def to_model_input(images):
+    """uint8 (B, H, W, 3) images (array or tensor) -> float (B, 3, H, W) torch tensor in [0, 1], the model's input."""
+    import torch
+
     return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0

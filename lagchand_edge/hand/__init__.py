@@ -1,30 +1,18 @@
-"""Hand models (procedural or the user's MANO) and the mesh graph hierarchy built on them."""
+"""Hand models (procedural or the user's MANO) and the mesh graph hierarchy built on them.
+
+`HandModel`, `HandOutput` and `load_hands` load on first use, so that `lagchand_edge.hand.joints`
+(the joint orders, plain constants) imports without torch: the predict app needs only those.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
-from lagchand_edge.errors import UserError
-from lagchand_edge.hand.model import HandModel, HandOutput
-from lagchand_edge.hand.procedural import build_procedural_hand
+from importlib import import_module
 
 __all__ = ["HandModel", "HandOutput", "load_hands"]
+_HOMES = {"HandModel": "lagchand_edge.hand.model", "HandOutput": "lagchand_edge.hand.model", "load_hands": "lagchand_edge.hand.loading"}
 
 
-@lru_cache(maxsize=4)
-def _procedural_pair() -> dict[str, HandModel]:
-    return {side: build_procedural_hand(side) for side in ("left", "right")}
-
-
-def load_hands(name: str = "procedural", mano_dir: str | Path | None = None) -> dict[str, HandModel]:
-    """Both hands of the named model: 'procedural' (built in) or 'mano' (needs `mano_dir`)."""
-    if name == "procedural":
-        return _procedural_pair()
-    if name == "mano":
-        if mano_dir is None:
-            raise UserError("the MANO hand model needs --mano-dir pointing at MANO_RIGHT.pkl / MANO_LEFT.pkl")
-        from lagchand_edge.hand.mano import load_mano_pair
-
-        return load_mano_pair(mano_dir)
-    raise UserError(f"unknown hand model {name!r}; choose 'procedural' or 'mano'")
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lagchand_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lagchand_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD, weak_perspective_px
 from lagchand_edge.hand import HandModel
 from lagchand_edge.hand.graph import build_hierarchy
 from lagchand_edge.hand.joints import HAND_NAMES, MIDDLE_MCP
@@ -41,11 +41,7 @@ class HandPrediction:
 
     def project(self, image_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """2D joints and vertices in the crop by the weak-perspective camera."""
-        s, t = self.camera[..., :1, None], self.camera[..., None, 1:]
-        half = image_size / 2
-        joints = s * image_size * self.joints[..., :2] + t * half + half
-        vertices = s * image_size * self.vertices[..., :2] + t * half + half
-        return joints, vertices
+        return weak_perspective_px(self.joints, self.camera, image_size), weak_perspective_px(self.vertices, self.camera, image_size)
 
 
 class LAGCHand(nn.Module):
@@ -63,6 +59,8 @@ class LAGCHand(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
         self.joint_regressor = SparseRows(np.stack([hands[side].joint_regressor for side in HAND_NAMES]))
+        # the meshes' triangles (hand axis as everywhere: left, right), for pictures; no part of the computation
+        self.register_buffer("faces", torch.as_tensor(np.stack([hands[side].faces for side in HAND_NAMES])), persistent=False)
         self.encoder = LinearAttentionEncoder(cfg.encoder)
         self.compact = CompactSingleHandHeatmap(cfg, self.encoder.out_channels)
         self.graph = LinearGraph(cfg, build_hierarchy(hands["right"]))

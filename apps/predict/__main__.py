@@ -1,0 +1,45 @@
+"""`python3 -m apps.predict SOURCE --artifact DIR [--box x,y,w,h | --boxes FILE] [--out DIR] [--sheet PNG]`: the app without torch (LiteRT)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from apps.predict.draw import mesh_edges
+from apps.predict.hands import BoxFinder, parse_box
+from apps.predict.model import open_artifact
+from apps.predict.pipeline import Outputs, run
+from apps.predict.sources import SourceError, open_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split(":")[0])
+    parser.add_argument("source", help="image, folder of images, video file or camera index")
+    parser.add_argument("--artifact", type=Path, required=True, help="a tflite (or executorch) artifact folder")
+    parser.add_argument("--box", help="x,y,w,h around both hands, for every frame")
+    parser.add_argument("--boxes", type=Path, help="box file: JSON {name: [x,y,w,h]} or one x,y,w,h per line")
+    parser.add_argument("--out", type=Path, help="folder for annotated pictures / video and predictions.jsonl")
+    parser.add_argument("--sheet", type=Path, help="contact sheet PNG: inputs and predictions side by side")
+    parser.add_argument("--max-frames", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        model, manifest, faces = open_artifact(args.artifact)
+        find = BoxFinder.from_file(args.boxes) if args.boxes else BoxFinder(parse_box(args.box) if args.box else None)
+        source = open_source(args.source, args.max_frames)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+        edges = None if faces is None else mesh_edges(faces[0])
+        size = manifest["inputs"][0]["shape"][-1]
+        summary = run(source, model, find, Outputs(args.out, args.sheet, source.fps), edges, size,
+                      on_frame=lambda frame, error: error and print(f"error: {error}", file=sys.stderr))
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if k != "errors"}))
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Open an artifact folder (manifest + model file) without torch for LiteRT; ExecuTorch's Python runtime brings torch itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from apps.predict.sources import SourceError
+from lagchand_edge.io import file_sha256
+
+Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (1, 3, S, S) in [0, 1] -> vertices, joints, camera
+
+
+def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
+    """The model as a callable, its manifest, and the hands' mesh faces (2, F, 3) when the artifact carries them."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{folder}: not a lagchand-edge artifact (manifest.json: {exc})") from None
+    file = folder / str(manifest.get("file", ""))
+    if not file.is_file() or file.parent.resolve() != folder.resolve():
+        raise SourceError(f"{folder}: the manifest's model file {manifest.get('file')!r} is missing or outside the folder")
+    if file_sha256(file) != manifest.get("sha256"):
+        raise SourceError(f"{file}: sha256 does not match the manifest; the artifact was modified or is corrupt")
+    if manifest.get("target") == "tflite":
+        from converters.tflite import Runner
+    elif manifest.get("target") == "executorch":
+        from converters.executorch import Runner
+    else:
+        raise SourceError(f"{folder}: the app runs tflite and executorch artifacts (this one is {manifest.get('target')!r}); "
+                          "use `lagchand-edge predict` for CoreML")
+    runner = Runner(file)
+    faces = folder / "hand_faces.npy"  # written by lagchand-edge convert
+    return (lambda images: tuple(runner.run([images])[:3])), manifest, (np.load(faces) if faces.is_file() else None)

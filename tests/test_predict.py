@@ -1,0 +1,126 @@
+"""`predict` and its torch-free app: photos, folders, videos, box files, bad input, every artifact type."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_cli import assert_user_error, run_cli
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(synth_root, tmp_path_factory):
+    """Three synthetic renders as a user's photos (JPEG and PNG), with the boxes around their hands."""
+    folder = tmp_path_factory.mktemp("photos")
+    data = json.loads((synth_root / "annotations/test/InterHand2.6M_test_data.json").read_text())
+    boxes = {}
+    for image, ann in list(zip(data["images"], data["annotations"], strict=True))[:3]:
+        name = f"photo{image['id']}" + (".png" if image["id"] % 2 else ".jpg")
+        Image.open(synth_root / "images/test" / image["file_name"]).save(folder / name)
+        boxes[name] = ann["bbox"]
+    return folder, boxes
+
+
+def _expected_joints(artifact, image: np.ndarray, box) -> np.ndarray:
+    """What the pipeline should report, computed with the library alone: crop, run, project, map back."""
+    from apps.predict.hands import square_crop
+    from lagchand_edge.artifact import load_runner
+    from lagchand_edge.data.transforms import crop_image, crop_to_image
+
+    square = square_crop(box)
+    crop = np.asarray(crop_image(Image.fromarray(image), square, 256), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    joints_crop, _ = load_runner(artifact)(crop).project(256)
+    return crop_to_image(joints_crop[0], square, 256)
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite", "coreml"])
+def test_predict_on_photos_with_a_box_file_matches_the_runner(target, fp32_artifacts, photos, tmp_path):
+    folder, boxes = photos
+    box_file = tmp_path / "boxes.json"
+    box_file.write_text(json.dumps(boxes))
+    out = tmp_path / "out"
+    result = run_cli("predict", str(folder), "--artifact", str(fp32_artifacts[target].path), "--boxes", str(box_file), "--out", str(out),
+                     "--sheet", str(tmp_path / "sheet.png"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 3 and summary["failed"] == 0 and set(summary["ms_per_frame"]) == {"find", "infer", "draw"}
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for record in records:
+        image = np.asarray(Image.open(folder / record["name"]).convert("RGB"))
+        want = _expected_joints(fp32_artifacts[target].path, image, boxes[record["name"]])
+        got = np.array([record["left"]["joints_image"], record["right"]["joints_image"]])
+        np.testing.assert_allclose(got, want, atol=0.02)  # JSON keeps 2 decimals
+        assert len(record["right"]["vertices_image"]) == 780 and len(record["crop_square"]) == 3
+        assert (out / (record["name"].rsplit(".", 1)[0] + ".png")).is_file()
+    assert Image.open(tmp_path / "sheet.png").size == (6 * 256, 256)  # three pairs in one row
+
+
+def test_the_app_runs_without_torch(fp32_artifacts, photos, tmp_path):
+    folder, boxes = photos
+    name, box = next(iter(boxes.items()))
+    code = ("import sys; sys.modules['torch'] = None; from apps.predict.__main__ import main; "
+            f"sys.exit(main([{str(folder / name)!r}, '--artifact', {str(fp32_artifacts['tflite'].path)!r}, "
+            f"'--box', '{','.join(map(str, box))}', '--out', {str(tmp_path / 'app')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 1 and summary["failed"] == 0 and summary["fps"] > 0
+    record = json.loads((tmp_path / "app/predictions.jsonl").read_text())
+    image = np.asarray(Image.open(folder / name).convert("RGB"))
+    want = _expected_joints(fp32_artifacts["tflite"].path, image, box)
+    np.testing.assert_allclose(np.array([record["left"]["joints_image"], record["right"]["joints_image"]]), want, atol=0.02)
+
+
+def _video_frames(photos, count=6):
+    folder, _ = photos
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
+    frames = [Image.fromarray(np.pad(images[i % len(images)], ((112, 112), (192, 192), (0, 0)))) for i in range(count)]  # 480x640
+    return frames
+
+
+def test_predict_on_a_gif_and_an_mp4(fp32_artifacts, photos, tmp_path):
+    frames = _video_frames(photos)
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    box = "150,70,340,340"
+    out = tmp_path / "gif"
+    result = run_cli("predict", str(gif), "--artifact", str(fp32_artifacts["tflite"].path), "--box", box, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames"] == 6 and len((out / "predictions.jsonl").read_text().splitlines()) == 6
+    cv2 = pytest.importorskip("cv2")
+    mp4 = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, frames[0].size)
+    for frame in frames:
+        writer.write(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
+    writer.release()
+    result = run_cli("predict", str(mp4), "--artifact", str(fp32_artifacts["tflite"].path), "--box", box, "--out", str(tmp_path / "mp4"),
+                     "--max-frames", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames"] == 4
+    capture = cv2.VideoCapture(str(tmp_path / "mp4/predicted.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4 and int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 640
+
+
+def test_bad_input_is_one_line_and_the_other_frames_carry_on(fp32_artifacts, photos, tmp_path):
+    folder, _ = photos
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    (mixed / "broken.jpg").write_bytes(b"not a picture")
+    artifact = str(fp32_artifacts["tflite"].path)
+    result = run_cli("predict", str(mixed), "--artifact", artifact, "--out", str(tmp_path / "o1"), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # a frame failed: exit 1, not a crash
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 4 and summary["failed"] == 1 and "broken.jpg: cannot read image" in result.stderr
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert_user_error(run_cli("predict", str(empty), "--artifact", artifact, "--out", str(tmp_path / "o2")), "empty file")
+    assert_user_error(run_cli("predict", "7", "--artifact", artifact, "--out", str(tmp_path / "o3")), "camera 7")
+    assert_user_error(run_cli("predict", str(folder), "--box", "1,2,3", "--artifact", artifact, "--out", str(tmp_path / "o4")), "x,y,w,h")
+    assert_user_error(run_cli("predict", str(tmp_path / "nowhere.jpg"), "--out", str(tmp_path / "o5")), "not found")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))  # nothing written for a refused command
