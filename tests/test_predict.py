@@ -124,3 +124,26 @@ def test_bad_input_is_one_line_and_the_other_frames_carry_on(fp32_artifacts, pho
     assert_user_error(run_cli("predict", str(folder), "--box", "1,2,3", "--artifact", artifact, "--out", str(tmp_path / "o4")), "x,y,w,h")
     assert_user_error(run_cli("predict", str(tmp_path / "nowhere.jpg"), "--out", str(tmp_path / "o5")), "not found")
     assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))  # nothing written for a refused command
+
+
+def test_palm_detector_decoding_anchors_nms_and_hand_box():
+    from apps.predict.detector import INPUT, Palm, anchors, both_hands, decode, hand_box, weighted_nms
+
+    centres = anchors()
+    assert centres.shape == (2016, 2)
+    np.testing.assert_allclose(centres[0], [0.5 / 24, 0.5 / 24])  # first cell of the stride-8 grid, two anchors each
+    np.testing.assert_allclose(centres[2], [1.5 / 24, 0.5 / 24])
+    np.testing.assert_allclose(centres[1152], [0.5 / 12, 0.5 / 12])  # stride 16 starts after 24 * 24 * 2 anchors
+    raw = np.zeros((2016, 18), np.float32)
+    raw[:, 2:4] = 40.0  # 40-pixel palms
+    scores = np.full(2016, -10.0)
+    scores[[600, 601]] = [3.0, 2.0]  # two overlapping detections at one cell (anchors 600 and 601 share a centre)
+    scores[1500] = 1.0
+    found = weighted_nms(*decode(raw, scores, centres))
+    assert len(found) == 2 and found[0][0] == pytest.approx(1 / (1 + np.exp(-3.0)))
+    np.testing.assert_allclose(found[0][1][:2], centres[600] - 20 / INPUT, atol=1e-6)
+    palm = Palm(0.9, np.array([100.0, 100.0, 140.0, 140.0]), np.zeros((7, 2)))
+    palm.keypoints[0], palm.keypoints[2] = (120, 140), (120, 100)  # wrist below, middle MCP above: fingers up
+    box = hand_box(palm)
+    np.testing.assert_allclose(box, [80.0, 60.0, 160.0, 140.0])  # 2 palm sizes, moved half a palm towards the fingers
+    assert both_hands([]) is None and both_hands([palm]) == pytest.approx((80.0, 60.0, 80.0, 80.0))

@@ -1,4 +1,5 @@
-"""`python3 -m apps.predict SOURCE --artifact DIR [--box x,y,w,h | --boxes FILE] [--out DIR] [--sheet PNG]`: the app without torch (LiteRT)."""
+"""`python3 -m apps.predict SOURCE --artifact DIR [--box x,y,w,h | --boxes FILE | --detector PALM.tflite] [--out DIR] [--sheet PNG]`:
+the app without torch (LiteRT)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", type=Path, required=True, help="a tflite (or executorch) artifact folder")
     parser.add_argument("--box", help="x,y,w,h around both hands, for every frame")
     parser.add_argument("--boxes", type=Path, help="box file: JSON {name: [x,y,w,h]} or one x,y,w,h per line")
+    parser.add_argument("--detector", type=Path, help="palm_detection_full.tflite (MediaPipe, Apache-2.0) to find the hands")
     parser.add_argument("--out", type=Path, help="folder for annotated pictures / video and predictions.jsonl")
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG: inputs and predictions side by side")
     parser.add_argument("--max-frames", type=int, default=None)
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         model, manifest, faces = open_artifact(args.artifact)
         find = BoxFinder.from_file(args.boxes) if args.boxes else BoxFinder(parse_box(args.box) if args.box else None)
         source = open_source(args.source, args.max_frames)
+        if args.detector is not None:
+            from apps.predict.detector import DetectorFinder, PalmDetector
+
+            find = DetectorFinder(PalmDetector(args.detector), track=source.kind in ("video", "camera"))
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
         edges = None if faces is None else mesh_edges(faces[0])

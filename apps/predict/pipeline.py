@@ -96,7 +96,7 @@ def predict_frame(frame: Frame, model: Model, find: Callable[[Frame], tuple | No
     square = find(frame)
     times["find"] = (time.perf_counter() - start) * 1000
     if square is None:
-        raise ValueError(f"{frame.name}: no box for this frame")
+        raise ValueError(f"{frame.name}: no hands found (no box for this frame)")
     start = time.perf_counter()
     crop = np.asarray(crop_image(Image.fromarray(frame.image), square, image_size), dtype=np.float32)
     vertices, joints, camera = model(np.ascontiguousarray(crop.transpose(2, 0, 1)[None] / 255.0))

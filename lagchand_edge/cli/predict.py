@@ -15,6 +15,8 @@ def predict(
     checkpoint: Path = typer.Option(None, help="Run this checkpoint in PyTorch instead (default without --artifact: the bundled one)."),
     box: str = typer.Option(None, help="x,y,w,h (pixels) around both hands, for every frame; padded into the square crop as the reader pads."),
     boxes: Path = typer.Option(None, help="Box file: JSON {image name or frame index: [x, y, w, h]} or one x,y,w,h per line."),
+    detect: bool = typer.Option(False, "--detect", help="Find the hands with MediaPipe's palm detector (opt-in, Apache-2.0; "
+                                "`anchors fetch` downloads it once); on video the box is smoothed and kept when a frame has no palm."),
     out: Path = typer.Option(Path("runs/predict"), help="Folder for annotated pictures (or predicted.mp4) and predictions.jsonl."),
     sheet: Path = typer.Option(None, help="Also write a contact sheet (PNG): each input beside its prediction."),
     max_frames: int = typer.Option(None, min=1, help="Stop after this many frames (videos, cameras)."),
@@ -32,14 +34,19 @@ def predict(
 
     if artifact is not None and checkpoint is not None:
         raise UserError("give --artifact or --checkpoint, not both")
-    if box is not None and boxes is not None:
-        raise UserError("give --box or --boxes, not both")
+    if sum(x is not None and x is not False for x in (box, boxes, detect)) > 1:
+        raise UserError("give one of --box, --boxes and --detect")
     if sheet is not None and sheet.suffix.lower() != ".png":
         raise UserError(f"--sheet {sheet}: expected a .png file name")
     try:
         find = BoxFinder.from_file(boxes) if boxes else BoxFinder(parse_box(box) if box else None)
         model, faces, size = _model(artifact, checkpoint)
         src = open_source(source, max_frames)
+        if detect:
+            from apps.predict.detector import DetectorFinder, PalmDetector
+            from lagchand_edge.profile.anchors import cached_detector
+
+            find = DetectorFinder(PalmDetector(cached_detector(), threads=2), track=src.kind in ("video", "camera"))
     except SourceError as exc:
         raise UserError(str(exc)) from None
     edges = mesh_edges(faces[1]) if wireframe and faces is not None else None

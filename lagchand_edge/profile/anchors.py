@@ -2,7 +2,8 @@
 
 `lagchand-edge anchors fetch` is the only command of the toolkit that uses the network: it asks
 the package index for the `mediapipe==0.10.14` wheel (`pip download --no-deps`, never installed),
-extracts only the two hand-landmark `.tflite` files into the user cache and checks their sha256.
+extracts only the two hand-landmark `.tflite` files (and the palm detector that `predict --detect`
+uses) into the user cache and checks their sha256.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ ANCHORS = {
     "hand_landmark_lite": ("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",
                            "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6"),
 }
+
+
+#: MediaPipe's palm detector (Apache-2.0), for `predict --detect`: fetched with the anchors, never used unless asked for.
+DETECTOR = {"palm_detection_full": ("mediapipe/modules/palm_detection/palm_detection_full.tflite",
+                                    "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54")}
 
 
 def cache_dir() -> Path:
@@ -66,7 +72,7 @@ def fetch(cache: Path | None = None) -> list[Path]:
         if done.returncode != 0 or not wheels:
             detail = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise UserError(f"pip download {MEDIAPIPE} failed: {detail}")
-        return extract_anchors(wheels[0], cache)
+        return extract_anchors(wheels[0], cache, ANCHORS | DETECTOR)
 
 
 def cached_anchors(cache: Path | None = None) -> dict[str, Path]:
@@ -79,3 +85,15 @@ def cached_anchors(cache: Path | None = None) -> dict[str, Path]:
         if hashlib.sha256(path.read_bytes()).hexdigest() != ANCHORS[name][1]:
             raise UserError(f"{path}: sha256 differs from MediaPipe's; run `lagchand-edge anchors fetch` again")
     return found
+
+
+def cached_detector(cache: Path | None = None) -> Path:
+    """The palm detector's file in the cache (sha256-checked); a one-line how-to when it is missing."""
+    cache = cache or cache_dir()
+    (name, (_, expected)), = DETECTOR.items()
+    path = cache / f"{name}.tflite"
+    if not path.is_file():
+        raise UserError(f"no palm detector in {cache}; run `lagchand-edge anchors fetch` once (downloads {MEDIAPIPE} from the package index)")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise UserError(f"{path}: sha256 differs from MediaPipe's; run `lagchand-edge anchors fetch` again")
+    return path
