@@ -53,6 +53,7 @@ def train(
     edge_from: float = typer.Option(0.5, min=0.0, max=1.0, help="Fraction of training before the edge loss joins (IntagHand: 0.5; 0 to fine-tune)."),
     bf16: bool = typer.Option(False, "--bf16", help="Mixed precision: forward pass under bf16 autocast (weights, optimizer, losses stay fp32)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip (hands swapped), crop and colour jitter."),
+    clip_grad: float = typer.Option(None, min=0.0, help="Clip the gradient's global norm to this (none by default)."),
     budget_minutes: float = typer.Option(None, min=0.1, help="Train for this long (the schedule follows the clock), then stop: "
                                          "recipes compared at equal compute."),
     val_data: Path = typer.Option(None, help="Validate after every epoch on this root's (or cache's) 'val' split: "
@@ -67,7 +68,8 @@ def train(
 
     options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
                            seed=seed, limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), edge_from=edge_from,
-                           bf16=bf16, augment=augment, budget_minutes=budget_minutes, val_data=val_data, val_num=val_num, mano_dir=mano_dir)
+                           bf16=bf16, augment=augment, clip_grad=clip_grad, budget_minutes=budget_minutes, val_data=val_data,
+                           val_num=val_num, mano_dir=mano_dir)
     started = time.perf_counter()
     with progress_bar("training", None) as advance:
         def on_step(epoch: int, step: int, losses: dict) -> None:

@@ -52,6 +52,7 @@ class TrainOptions:
     edge_from: float = 0.5  # fraction of training after which the edge loss joins (IntagHand)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     augment: bool = True
+    clip_grad: float | None = None  # clip the gradient's global norm (a spike then cannot throw the weights off)
     budget_minutes: float | None = None
     val_data: Path | None = None  # validate after every epoch (MPJPE ratio to the training data's mean hands)
     val_num: int = 300
@@ -194,6 +195,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
             losses = total_loss(predictions(outputs, cfg.image_size), targets, faces, weights)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
+            if opts.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
             optimizer.step()
             steps += 1
             for name, value in {"loss": losses.total, **losses.terms}.items():
