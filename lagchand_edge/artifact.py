@@ -88,14 +88,33 @@ def read_manifest(artifact_dir: Path) -> dict:
         raise UserError(f"{artifact_dir}: no {MANIFEST}; not a lagchand-edge artifact") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: malformed manifest ({exc.msg})") from None
-    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
-        raise UserError(f"{path}: manifest schema {manifest['schema_version']} is newer than this lagchand-edge understands ({SCHEMA_VERSION})")
-    model = Path(artifact_dir) / manifest.get("file", "")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: malformed manifest (not UTF-8 text)") from None
+    _check_manifest(path, manifest)
+    model = Path(artifact_dir) / manifest["file"]
+    if model.resolve().parent != Path(artifact_dir).resolve():  # "../x.tflite" or "/etc/passwd": never read outside the folder
+        raise UserError(f"{path}: 'file' {manifest['file']!r} is not a file inside the artifact folder")
     if not model.exists():
         raise UserError(f"{artifact_dir}: model file {manifest.get('file')!r} is missing")
     if path_sha256(model) != manifest.get("sha256"):
         raise UserError(f"{model}: sha256 does not match the manifest; the artifact was modified or is corrupt")
     return manifest
+
+
+#: manifest key -> the type its value must have (what every reader of a manifest relies on)
+MANIFEST_TYPES = {"schema_version": int, "target": str, "precision": str, "file": str, "sha256": str, "source": dict}
+
+
+def _check_manifest(path: Path, manifest) -> None:
+    """Refuse a manifest that is not an object with the keys and types `MANIFEST_TYPES` names, or from a newer schema."""
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: malformed manifest (a JSON object is expected, found {type(manifest).__name__})")
+    for key, kind in MANIFEST_TYPES.items():
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            found = "missing" if key not in manifest else f"{type(manifest[key]).__name__} {manifest[key]!r}"[:80]
+            raise UserError(f"{path}: malformed manifest: {key!r} must be {kind.__name__} ({found})")
+    if manifest["schema_version"] > SCHEMA_VERSION:
+        raise UserError(f"{path}: manifest schema {manifest['schema_version']} is newer than this lagchand-edge understands ({SCHEMA_VERSION})")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Converters end to end on the tiny config: real runtimes on real artifacts."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -57,6 +58,29 @@ def test_tampered_and_newer_artifacts_are_refused(fp32_artifacts, tmp_path):
     manifest["schema_version"] = 99
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="newer than this lagchand-edge"):
+        load_runner(copy)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(schema_version="1"), "'schema_version' must be int"),
+    (lambda m: m.update(schema_version=None), "'schema_version' must be int"),
+    (lambda m: m.pop("target"), "'target' must be str (missing)"),
+    (lambda m: m.update(source=None), "'source' must be dict"),
+    (lambda m: m.update(file="../other/model.tflite"), "not a file inside the artifact folder"),
+    (lambda m: m.update(file="/etc/passwd"), "not a file inside the artifact folder"),
+], ids=["version-string", "version-null", "no-target", "source-null", "file-outside", "file-absolute"])
+def test_malformed_manifests_are_one_clear_error(fp32_artifacts, tmp_path, edit, message):
+    copy = tmp_path / "copy"
+    shutil.copytree(fp32_artifacts["tflite"].path, copy)
+    (tmp_path / "other").mkdir()
+    shutil.copy(copy / "model.tflite", tmp_path / "other/model.tflite")  # a valid model outside the folder: still refused
+    manifest = json.loads((copy / MANIFEST).read_text())
+    edit(manifest)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_runner(copy)
+    (copy / MANIFEST).write_text(json.dumps([manifest]))
+    with pytest.raises(UserError, match="a JSON object is expected, found list"):
         load_runner(copy)
 
 

@@ -19,8 +19,10 @@ def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: malformed JSON or not UTF-8
         raise SourceError(f"{folder}: not a lagchand-edge artifact (manifest.json: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise SourceError(f"{folder}: malformed manifest.json (a JSON object is expected)")
     file = folder / str(manifest.get("file", ""))
     if not file.is_file() or file.parent.resolve() != folder.resolve():
         raise SourceError(f"{folder}: the manifest's model file {manifest.get('file')!r} is missing or outside the folder")
