@@ -41,3 +41,18 @@ def draw_hands(
             if valid[j]:
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour + (255,), outline=(255, 255, 255, 255))
     return Image.alpha_composite(base.convert("RGBA"), overlay).convert("RGB")
+
+
+def grid(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
+    """Pictures laid out row by row on a white sheet (rows may differ in length)."""
+    width = max(sum(p.width for p in row) + gap * (len(row) - 1) for row in rows)
+    heights = [max(p.height for p in row) for row in rows]
+    sheet = Image.new("RGB", (width, sum(heights) + gap * (len(rows) - 1)), (255, 255, 255))
+    y = 0
+    for row, height in zip(rows, heights):
+        x = 0
+        for picture in row:
+            sheet.paste(picture, (x, y))
+            x += picture.width + gap
+        y += height + gap
+    return sheet

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 import lagchand_edge
@@ -34,13 +35,20 @@ def test_info_counts_the_training_model_and_the_deployed_one():
     assert "deployed artifacts:" in run_cli("info", "--config", "tiny", check=True).stdout
 
 
-def test_synth_then_show_makes_a_picture(tmp_path):
+def test_synth_then_show_makes_a_picture(tmp_path, tiny_checkpoint):
     out = tmp_path / "s"
     summary = json.loads(run_cli("data", "synth", "--out", str(out), "--num", "4", "--json", check=True).stdout)
     assert summary["samples"] == 4 and summary["has_mesh"] and summary["hand_model"] == "procedural"
     run_cli("data", "show", str(out), "--index", "0", "--out", str(tmp_path / "s0.png"), check=True)
     picture = Image.open(tmp_path / "s0.png")
     assert picture.size == (512, 512)
+    shown = run_cli("data", "show", str(out), "--index", "0", "--index", "3", "--checkpoint", str(tiny_checkpoint),
+                    "--out", str(tmp_path / "grid.png"), check=True)
+    assert "ground truth | prediction" in shown.stdout
+    sheet = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert sheet.shape == (512 * 2 + 4, 512 * 2 + 4, 3)  # two samples, ground truth and prediction side by side
+    assert np.array_equal(sheet[:512, :512], np.asarray(picture))  # the first panel is the plain ground-truth picture
+    assert not np.array_equal(sheet[:512, :512], sheet[:512, 516:])  # the prediction panel draws other hands
 
 
 def test_user_errors_are_one_line(tmp_path):

@@ -69,24 +69,59 @@ def summary(
 @app.command()
 def show(
     root: Path = typer.Argument(..., help="Data folder (release layout)."),
-    index: int = typer.Option(0, help="Sample index."),
+    index: list[int] = typer.Option([0], help="Sample index; repeat it for a grid, one sample per row."),
     out: Path = typer.Option(..., help="PNG to write."),
     split: str = typer.Option("test"),
     mano_dir: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl for real data."),
+    predict: bool = typer.Option(False, "--predict", help="Also draw the model's prediction beside the ground truth."),
+    checkpoint: Path = typer.Option(None, help="The checkpoint that predicts (implies --predict); default: the bundled one."),
 ) -> None:
-    """Draw one cropped sample with both GT meshes and skeletons (left blue, right orange)."""
+    """Draw cropped samples with both GT meshes and skeletons (left blue, right orange), and a model's prediction beside them."""
     from lagchand_edge.data.interhand import InterHandDataset
-    from lagchand_edge.viz import draw_hands
+    from lagchand_edge.viz import draw_hands, grid
 
     dataset = InterHandDataset(root, split, mano_dir=mano_dir)
-    if not 0 <= index < len(dataset):
-        raise UserError(f"--index {index} is out of range: {root} has {len(dataset)} samples")
-    sample = dataset.load(index)
+    for i in index:
+        if not 0 <= i < len(dataset):
+            raise UserError(f"--index {i} is out of range: {root} has {len(dataset)} samples")
     faces = None if dataset.hands is None else {s: h.faces for s, h in dataset.hands.items()}
-    picture = draw_hands(sample["image"], sample["joints_2d"], sample["vertices_2d"], faces, joint_valid=sample["joint_valid"])
+    model = _predictor(checkpoint, dataset.hands) if predict or checkpoint is not None else None
+    rows, ids = [], []
+    for i in index:
+        sample = dataset.load(i)
+        row = [draw_hands(sample["image"], sample["joints_2d"], sample["vertices_2d"], faces, joint_valid=sample["joint_valid"])]
+        if model is not None:
+            joints_2d, vertices_2d, model_faces = model(sample["image"])
+            row.append(draw_hands(sample["image"], joints_2d, vertices_2d, model_faces))
+        rows.append(row)
+        ids.append(sample["sample_id"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(out)
-    stdout.print(f"wrote {out} ({sample['sample_id']})")
+    grid(rows).save(out)
+    what = "ground truth | prediction" if model is not None else "ground truth"
+    stdout.print(f"wrote {out} ({what}; {', '.join(ids)})")
+
+
+def _predictor(checkpoint: Path, hands):
+    """image (H, W, 3) uint8 -> the checkpoint's predicted 2D joints, vertices and mesh faces in the crop."""
+    import numpy as np
+    import torch
+
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.data.transforms import to_model_input
+    from lagchand_edge.hand.joints import HAND_NAMES
+    from lagchand_edge.model import DeployModel, HandPrediction
+
+    model = load_checkpoint(checkpoint, hands=hands)
+    deployed = DeployModel(model, deployed_form=False).eval()
+    faces = {side: model.faces[h].numpy() for h, side in enumerate(HAND_NAMES)}
+
+    def predict(image):
+        with torch.no_grad():
+            prediction = HandPrediction.from_outputs(deployed(to_model_input(np.array(image[None]))))
+        joints_2d, vertices_2d = prediction.project(image.shape[0])
+        return joints_2d[0], vertices_2d[0], faces
+
+    return predict
 
 
 @app.command()
