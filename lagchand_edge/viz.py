@@ -49,7 +49,7 @@ def grid(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
     heights = [max(p.height for p in row) for row in rows]
     sheet = Image.new("RGB", (width, sum(heights) + gap * (len(rows) - 1)), (255, 255, 255))
     y = 0
-    for row, height in zip(rows, heights):
+    for row, height in zip(rows, heights, strict=True):
         x = 0
         for picture in row:
             sheet.paste(picture, (x, y))

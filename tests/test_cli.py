@@ -59,6 +59,9 @@ def test_user_errors_are_one_line(tmp_path):
     assert_user_error(run_cli("data", "summary", str(tmp_path / "missing")), "data folder not found")
     assert_user_error(run_cli("data", "synth", "--out", str(tmp_path / "t"), "--split", "dev"), "unknown split")
     assert run_cli("data", "synth", "--bogus").returncode == 2
+    assert run_cli("data", "synth", "--out", str(tmp_path / "u"), "--size", "0").returncode == 2
+    for gate in ("nan", "-1", "inf"):
+        assert_user_error(run_cli("drift", str(out), "--max-mpjpe-drift", gate), "a gate is a finite number")
 
 
 def test_train_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_train_root, tmp_path):

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -88,7 +89,7 @@ def _minimal_release(root, split="val"):
     (root / "annotations" / split).mkdir(parents=True)
     image_rel = "Capture9/0001_test/cam400001/image7.jpg"
     (root / "images" / split / "Capture9/0001_test/cam400001").mkdir(parents=True)
-    Image.new("RGB", (334, 512), (90, 90, 90)).save(root / "images" / split / image_rel)
+    Image.linear_gradient("L").resize((334, 512)).convert("RGB").save(root / "images" / split / image_rel)
     joints = np.zeros((42, 3))
     joints[:, 0] = np.linspace(-60, 60, 42)
     joints[:, 1] = np.tile(np.linspace(-40, 40, 21), 2)
@@ -163,3 +164,75 @@ def test_mesh_annotations_with_a_null_hand_are_skipped(synth_root, tmp_path):
     path.write_text(json.dumps(mano))
     dataset = InterHandDataset(root, "test", strict=False)
     assert len(dataset) == 7 and sum(dataset.skipped.values()) == 1
+
+
+def _huge_png_header(path, width=20000, height=20000):
+    """A 1x1 PNG whose header claims width x height (CRC fixed): what a decompression bomb looks like."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def _edit_json(path, edit):
+    value = json.loads(path.read_text())
+    edit(value)
+    path.write_text(json.dumps(value))
+
+
+BAD_RECORDS = {  # probe cases (#21): what the edit does -> (file, edit, what the error says)
+    "no capture": ("data", lambda d: d["images"][0].pop("capture"), "lacks 'capture'"),
+    "no file_name": ("data", lambda d: d["images"][0].pop("file_name"), "lacks 'file_name'"),
+    "no image id": ("data", lambda d: d["images"][0].pop("id"), "is not in 'images'"),
+    "annotation a string": ("data", lambda d: d["annotations"].append("oops"), "an annotation is a str"),
+    "camera a list": ("camera", lambda c: c.update({"9": [1, 2, 3]}), "camera 400001 missing"),
+    "camrot 2x2": ("camera", lambda c: c["9"]["camrot"].update({"400001": [[1, 0], [0, 1]]}), "camrot: shape (2, 2), expected (3, 3)"),
+    "focal NaN": ("camera", lambda c: c["9"]["focal"].update({"400001": [float("nan"), 1000.0]}), "non-finite"),
+    "focal 0": ("camera", lambda c: c["9"]["focal"].update({"400001": [0.0, 1000.0]}), "is not positive"),
+    "strings in world_coord": ("joint_3d", lambda j: j["9"]["7"]["world_coord"][0].__setitem__(0, "x"), "not an array of numbers"),
+    "NaN in world_coord": ("joint_3d", lambda j: j["9"]["7"]["world_coord"][3].__setitem__(1, float("nan")), "non-finite"),
+    "short joint_valid": ("data", lambda d: d["annotations"][0].update(joint_valid=[[1]] * 40), "joint_valid: shape (40,)"),
+    "file_name outside": ("data", lambda d: d["images"][0].update(file_name="../../outside.jpg"), "leaves the image folder"),
+    "file_name absolute": ("data", lambda d: d["images"][0].update(file_name="/etc/hostname"), "leaves the image folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_malformed_records_are_one_clear_error_or_a_counted_skip(tmp_path, case):
+    root = _minimal_release(tmp_path / "ih")
+    kind, edit, message = BAD_RECORDS[case]
+    (tmp_path / "outside.jpg").write_bytes((next((root / "images").rglob("*.jpg"))).read_bytes())
+    _edit_json(root / f"annotations/val/InterHand2.6M_val_{kind}.json", edit)
+    if case == "annotation a string":  # the good record still reads; the string is one counted skip
+        assert len(InterHandDataset(root, "val", strict=False).skipped) == 1
+    with pytest.raises(UserError, match=re.escape(message)):
+        InterHandDataset(root, "val")
+    if case != "annotation a string":
+        with pytest.raises(UserError, match=r"no two-hand samples in split 'val' \(skipped: \{"):
+            InterHandDataset(root, "val", strict=False)
+
+
+def test_bad_mano_fits_and_images_are_refused(synth_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    mano_path = root / "annotations/test/InterHand2.6M_test_MANO_NeuralAnnot.json"
+    capture = next(iter(json.loads(mano_path.read_text())))
+    frame = next(iter(json.loads(mano_path.read_text())[capture]))
+    _edit_json(mano_path, lambda m: m[capture][frame]["right"].update(pose=[0.0] * 5))
+    dataset = InterHandDataset(root, "test", strict=False)
+    assert dict(dataset.skipped) == {"bad MANO pose": 1}
+    with pytest.raises(UserError, match=re.escape("right pose: shape (5,), expected (48,)")):
+        InterHandDataset(root, "test")
+    _huge_png_header(dataset.records[1].image_path)
+    Image.new("RGB", (256, 256)).save(dataset.records[2].image_path, "JPEG")  # all black: a broken camera
+    assert [dataset[i] is None for i in range(4)] == [False, True, True, False]
+    with pytest.raises(SampleError, match="more than this reader takes"):
+        dataset.load(1)
+    with pytest.raises(SampleError, match="one flat colour"):
+        dataset.load(2)

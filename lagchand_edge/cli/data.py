@@ -17,10 +17,10 @@ app = typer.Typer(help="Synthetic InterHand2.6M-format data: generate, summarise
 @app.command()
 def synth(
     out: Path = typer.Option(..., help="Folder to create (release layout)."),
-    num: int = typer.Option(16, help="Number of two-hand samples."),
+    num: int = typer.Option(16, min=1, help="Number of two-hand samples."),
     seed: int = typer.Option(0, help="Seed; the same seed gives the same images."),
     split: str = typer.Option("test", help="train, val or test."),
-    size: int = typer.Option(256, help="Image width and height in pixels."),
+    size: int = typer.Option(256, min=64, help="Image width and height in pixels."),
     workers: int = typer.Option(0, help="Render processes (0 = up to 2)."),
     force: bool = typer.Option(False, help="Replace OUT if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -126,8 +126,8 @@ def _predictor(checkpoint: Path, hands):
 
 @app.command()
 def bench(
-    num: int = typer.Option(40, help="Samples to render."),
-    size: int = typer.Option(256),
+    num: int = typer.Option(40, min=1, help="Samples to render."),
+    size: int = typer.Option(256, min=64),
     workers: int = typer.Option(0, help="Render processes (0 = up to 2)."),
 ) -> None:
     """Measure synthetic rendering throughput (images/s, JPEG writing included)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -109,6 +110,9 @@ def drift(
     from lagchand_edge.io import refuse_existing, report_files
 
     refuse_existing(out / "report.json", force)
+    for option, value in (("--max-mpjpe-drift", max_mpjpe_drift), ("--max-mpvpe-drift", max_mpvpe_drift), ("--max-vertex-drift", max_vertex_drift)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{option} {value}: a gate is a finite number of millimetres, 0 or more")
     paths = list(paths or [])
     if paths and str(paths[0]) == "merge":
         if not paths[1:]:

@@ -14,7 +14,7 @@ def predict(
     artifact: Path = typer.Option(None, help="Artifact folder to run (any target; CoreML through coreml-sim off macOS)."),
     checkpoint: Path = typer.Option(None, help="Run this checkpoint in PyTorch instead (default without --artifact: the bundled one)."),
     box: str = typer.Option(None, help="x,y,w,h (pixels) around both hands, for every frame; padded into the square crop as the reader pads."),
-    boxes: Path = typer.Option(None, help="Box file: JSON {image name or frame index: [x, y, w, h]} or one x,y,w,h per line."),
+    boxes: Path = typer.Option(None, help="Box file: JSON {image name or frame index: \\[x, y, w, h]} or one x,y,w,h per line."),
     detect: bool = typer.Option(False, "--detect", help="Find the hands with MediaPipe's palm detector (opt-in, Apache-2.0; "
                                 "`anchors fetch` downloads it once); on video the box is smoothed and kept when a frame has no palm."),
     out: Path = typer.Option(Path("runs/predict"), help="Folder for annotated pictures (or predicted.mp4) and predictions.jsonl."),

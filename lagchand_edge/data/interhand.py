@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,11 @@ from PIL import Image
 
 from lagchand_edge.data import camera as cam
 from lagchand_edge.data.layout import DATASET_CARD, SPLITS, find_annotation, image_dir
+from lagchand_edge.data.records import Record, SampleError, image_index, read_record
 from lagchand_edge.data.transforms import crop_image, crop_intrinsics, square_box
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import HandModel, load_hands
 from lagchand_edge.hand.joints import HAND_NAMES, RELEASE_SLICES
-
-
-class SampleError(UserError):
-    """One sample cannot be read (missing or broken image, bad record)."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """Everything the reader needs for one frame, gathered from the annotation files."""
-
-    sample_id: str
-    image_path: Path
-    world_joints: np.ndarray  # (42, 3) mm, release order
-    joint_valid: np.ndarray  # (42,)
-    camrot: np.ndarray
-    campos: np.ndarray
-    focal: np.ndarray
-    princpt: np.ndarray
-    mano: dict[str, dict[str, list[float]]] | None
 
 
 def _load_json(path: Path) -> Any:
@@ -53,6 +34,10 @@ def _load_json(path: Path) -> Any:
         raise UserError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+#: the largest image the reader decodes: InterHand2.6M's frames are 334x512, a 4K photo is 8.3 MP
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class InterHandDataset(torch.utils.data.Dataset):
@@ -112,50 +97,23 @@ class InterHandDataset(torch.utils.data.Dataset):
         mano = _load_json(find_annotation(self.root, self.split, "MANO_NeuralAnnot")) if self.has_mesh else None
         if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise UserError(f"{data_path}: expected COCO-style 'images' and 'annotations'")
-        images = {img["id"]: img for img in data["images"]}
+        if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+            raise UserError(f"{data_path}: 'images' and 'annotations' must be lists")
+        images = image_index(data["images"])
         folder = image_dir(self.root, self.split)
         records = []
         for ann in data["annotations"]:
-            if ann.get("hand_type") != "interacting" or not ann.get("hand_type_valid", 1):
+            if isinstance(ann, dict) and (ann.get("hand_type") != "interacting" or not ann.get("hand_type_valid", 1)):
                 continue
             try:
-                records.append(self._record(ann, images, cameras, joints, mano, folder, (camera_path, joints_path)))
+                records.append(read_record(ann, images, cameras, joints, mano, folder, (data_path, camera_path, joints_path)))
             except SampleError as exc:
                 if self.strict:
                     raise
-                self.skipped[str(exc).split(":", 1)[-1].strip().split(" (")[0]] += 1
+                self.skipped[exc.reason] += 1
             if limit is not None and len(records) >= limit:
                 break
         return records
-
-    def _record(self, ann, images, cameras, joints, mano, folder, paths) -> Record:
-        camera_path, joints_path = paths
-        img = images.get(ann.get("image_id"))
-        if img is None:
-            raise SampleError(f"annotation {ann.get('id')}: image id {ann.get('image_id')} is not in 'images'")
-        capture, frame, camera_id = str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
-        try:
-            params = cameras[capture]
-            camrot, campos = np.array(params["camrot"][camera_id]), np.array(params["campos"][camera_id])
-            focal, princpt = np.array(params["focal"][camera_id]), np.array(params["princpt"][camera_id])
-        except KeyError as exc:
-            raise SampleError(f"{camera_path}: capture {capture} camera {camera_id} missing ({exc})") from None
-        try:
-            world = np.array(joints[capture][frame]["world_coord"], dtype=np.float64)
-        except KeyError:
-            raise SampleError(f"{joints_path}: capture {capture} frame {frame} missing") from None
-        if world.shape != (42, 3):
-            raise SampleError(f"{joints_path}: capture {capture} frame {frame} world_coord has shape {world.shape}, expected (42, 3)")
-        valid = np.array(ann.get("joint_valid", [[1]] * 42), dtype=np.float64).reshape(-1)
-        hand_params = None
-        if mano is not None:
-            hand_params = mano.get(capture, {}).get(frame)
-            if not hand_params or any(hand_params.get(side) is None for side in HAND_NAMES):
-                raise SampleError(f"MANO_NeuralAnnot: capture {capture} frame {frame} lacks a hand's fit")
-        path = folder / img["file_name"]
-        if not path.is_file():
-            raise SampleError(f"{path}: image missing")
-        return Record(f"{capture}/{frame}/{camera_id}", path, world, valid, camrot, campos, focal, princpt, hand_params)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -164,18 +122,26 @@ class InterHandDataset(torch.utils.data.Dataset):
         out = []
         for side in HAND_NAMES:
             p = record.mano[side]
-            pose, shape, trans = (np.asarray(p[key], dtype=np.float64) for key in ("pose", "shape", "trans"))
+            pose, shape, trans = p["pose"], p["shape"], p["trans"]
             out.append(self.hands[side].forward_numpy(pose, shape, trans).vertices[0].numpy() * 1000)
         return np.stack(out)
 
     def _image(self, record: Record) -> Image.Image:
         try:
             with Image.open(record.image_path) as handle:
+                if handle.width * handle.height > MAX_IMAGE_PIXELS:  # checked before decoding: a huge header is refused, not decoded
+                    raise SampleError(f"{record.image_path}: {handle.width}x{handle.height} pixels is more than this reader takes "
+                                      f"({MAX_IMAGE_PIXELS // 10**6} MP)", "image too large")
                 if handle.mode != "RGB":
                     raise SampleError(f"{record.image_path}: image mode is {handle.mode}, expected RGB")
-                return handle.copy()
-        except (OSError, SyntaxError) as exc:
-            raise SampleError(f"{record.image_path}: cannot decode image ({exc})") from None
+                image = handle.copy()
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, hit while reading the header
+            raise SampleError(f"{record.image_path}: more than this reader takes ({exc})", "image too large") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise SampleError(f"{record.image_path}: cannot decode image ({exc})", "unreadable image") from None
+        if all(low == high for low, high in image.getextrema()):
+            raise SampleError(f"{record.image_path}: the image is one flat colour {image.getpixel((0, 0))} (a broken camera?)", "flat image")
+        return image
 
     def load(self, index: int, with_image: bool = True) -> dict[str, Any]:
         """One sample as numpy arrays; raises `SampleError` if it cannot be read.
