@@ -1,5 +1,6 @@
 """The drift harness: metric math on hand-made outputs, gate exit codes, shard/merge, report files."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -178,6 +179,15 @@ def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_pat
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert [r["verdict"] for r in report["artifacts"]] == ["ERROR", "PASS"] and done.returncode == 1
     assert "sha256" in report["artifacts"][0]["reason"]
+    corrupt = tmp_path / "corrupt"  # a corrupt model whose manifest sha256 was re-computed: it fails to load, alone
+    shutil.copytree(drift_inputs / "executorch-fp32", corrupt)
+    (corrupt / "model.pte").write_bytes(b"\x00" * 64)
+    manifest = json.loads((corrupt / "manifest.json").read_text())
+    (corrupt / "manifest.json").write_text(json.dumps(manifest | {"sha256": hashlib.sha256(b"\x00" * 64).hexdigest()}))
+    done = _drift(corrupt, drift_inputs / "tflite-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "c")
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert [r["verdict"] for r in report["artifacts"]] == ["ERROR", "PASS"] and done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
     again = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "b")
     assert again.returncode == 2 and "--force" in again.stderr
 

@@ -79,7 +79,14 @@ def open_entries(paths: list[Path], reference_sha256: str, allow_mismatch: bool,
         except UserError as exc:
             message = str(exc)
             entry.fail("SKIPPED" if "cannot run" in message else "ERROR", message.split(": ", 1)[-1])
+        except Exception as exc:  # a corrupt model file with a matching sha256: this row fails, the others still run
+            entry.fail("ERROR", f"cannot load: {_one_line(exc)}")
     return entries
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
 
 
 def shard_indices(total: int, shard: tuple[int, int]) -> range:
@@ -211,7 +218,10 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
             try:
                 prediction = entry.runner(images.numpy())
             except Exception as exc:  # a runtime failing mid-run: report it, keep checking the others
-                entry.fail("ERROR", f"failed while running: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                entry.fail("ERROR", f"failed while running: {_one_line(exc)}")
+                continue
+            if not all(np.isfinite(o).all() for o in (prediction.vertices, prediction.joints, prediction.camera)):
+                entry.fail("ERROR", f"non-finite outputs (NaN or inf) on sample {batch['sample_id'][0]}'s batch")
                 continue
             entry.seconds += time.perf_counter() - tick
             pred = Aligned.of(prediction, gt_joints)
