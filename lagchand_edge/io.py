@@ -27,6 +27,9 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     tmp.chmod(0o755)
     try:
         yield tmp
+        if target.exists() and not force:  # another run wrote it meanwhile: keep theirs, say so
+            raise UserError(f"{target} appeared while this ran (another run writing the same folder?); "
+                            "nothing was replaced (use --force to replace it)")
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -58,6 +61,7 @@ def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Pat
     """
     folder = Path(folder)
     refuse_existing(folder / marker, force)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{marker}.", suffix=".partial", dir=folder))
     try:
@@ -67,6 +71,8 @@ def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Pat
             os.replace(file, folder / file.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(folder.iterdir()):  # a failed run leaves no empty folder behind
+            folder.rmdir()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

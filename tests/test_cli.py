@@ -71,3 +71,30 @@ def test_train_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_trai
     epoch = json.loads(out.with_suffix(".json").read_text())["history"][0]
     assert epoch["aligned"] > 0 and epoch["edge"] > 0  # both terms ran in the only epoch
     assert_user_error(run_cli(*options, "--loss-weight", "algined=1", "--out", str(tmp_path / "x.safetensors")), "unknown loss 'algined'")
+
+
+def test_internal_errors_are_one_line_with_the_traceback_in_a_file():
+    code = ("import sys\nfrom lagchand_edge import cli\n@cli.app.command('boom')\ndef boom():\n    raise RuntimeError('a bug deep inside')\n"
+            "sys.argv = ['lagchand-edge', 'boom']\ncli.main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line = (result.stdout + result.stderr).strip()
+    assert line.startswith("internal error: RuntimeError: a bug deep inside (full traceback: ") and "\n" not in line
+    saved = line.split("full traceback: ")[1].rstrip(")")
+    assert 'in boom\nRuntimeError: a bug deep inside' in open(saved).read()
+
+
+def test_sigterm_leaves_no_half_written_output(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "s"
+    process = subprocess.Popen([sys.executable, "-m", "lagchand_edge", "data", "synth", "--out", str(out), "--num", "2000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".s.*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # some samples written
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import tempfile
+import traceback
 import warnings
 
 import typer
@@ -59,8 +62,30 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*(Torch version|scikit-learn version|experimental_preserve_all_tensors|LeafSpec).*")
     for name in ("coremltools", "absl", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _terminate)  # cleans up as Ctrl-C does: no half-written output
     try:
         app()  # click itself turns usage errors into exit code 2
     except UserError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:
+            _internal_error(exc)
+        console.print(f"[bold red]error:[/] {escape(str(exc.filename))}: {escape(exc.strerror or str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)  # a path the user gave that cannot be read or written
+    except Exception as exc:
+        _internal_error(exc)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug, not a user mistake: one line, and the full traceback in a file to attach to a report."""
+    handle, path = tempfile.mkstemp(prefix="lagchand-edge-error-", suffix=".txt")
+    with os.fdopen(handle, "w") as out:
+        out.write("".join(traceback.format_exception(exc)))
+    console.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc).splitlines()[0] if str(exc) else '')} "
+                  f"(full traceback: {path})", highlight=False, soft_wrap=True)
+    sys.exit(1)

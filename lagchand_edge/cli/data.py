@@ -80,6 +80,8 @@ def show(
     from lagchand_edge.data.interhand import InterHandDataset
     from lagchand_edge.viz import draw_hands, grid
 
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"--out {out}: name a .png (or .jpg) file to write")
     dataset = InterHandDataset(root, split, mano_dir=mano_dir)
     for i in index:
         if not 0 <= i < len(dataset):
