@@ -154,12 +154,16 @@ class InterHandDataset(torch.utils.data.Dataset):
         joints_cam = np.stack([cam.world_to_camera(record.world_joints[RELEASE_SLICES[s]], record.camrot, record.campos) for s in HAND_NAMES])
         joint_valid = np.stack([record.joint_valid[RELEASE_SLICES[s]] for s in HAND_NAMES]) > 0
         k_full = cam.intrinsics(record.focal, record.princpt)
+        if not joint_valid.any():
+            raise SampleError(f"{record.image_path}: no joint is marked valid", "no valid joint")
         if record.mano is not None:
             vertices_cam = cam.world_to_camera(self._vertices_world(record), record.camrot, record.campos)
             anchor = cam.project(vertices_cam, k_full).reshape(-1, 2)
         else:
             vertices_cam = np.zeros((2, 0, 3))
             anchor = cam.project(joints_cam[joint_valid], k_full)
+        if (joints_cam[joint_valid][:, 2] <= 0).any() or (vertices_cam[..., 2] <= 0).any() or not np.isfinite(vertices_cam).all():
+            raise SampleError(f"{record.image_path}: the hands are not in front of the camera (check camrot / campos)", "hands behind the camera")
         box = square_box(anchor, self.crop_fill)
         if self.augment_seed is not None:
             rng = np.random.default_rng([self.augment_seed, self.epoch, index])

@@ -18,10 +18,12 @@ import numpy as np
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand.joints import HAND_NAMES
 
-#: the release's arrays: name -> shape (MANO pose is 16 joints x 3 axis-angle)
-CAMERA_SHAPES = {"camrot": (3, 3), "campos": (3,), "focal": (2,), "princpt": (2,)}
-MANO_SHAPES = {"pose": (48,), "shape": (10,), "trans": (3,)}
-JOINTS = 42  # both hands, release order
+#: the release's arrays: name -> (shape, largest plausible magnitude). MANO pose is 16 joints x 3
+#: axis-angle (radians), shape coefficients are a few standard deviations, translations metres;
+#: positions and pixels are millimetres and pixels. Beyond these a fit or a camera is broken.
+CAMERA_ARRAYS = {"camrot": ((3, 3), 1.0 + 1e-3), "campos": ((3,), 1e5), "focal": ((2,), 1e6), "princpt": ((2,), 1e6)}
+MANO_ARRAYS = {"pose": ((48,), 4 * np.pi), "shape": ((10,), 20.0), "trans": ((3,), 100.0)}
+JOINTS, WORLD_MM = 42, 1e5  # both hands, release order; a world coordinate beyond 100 m is not a hand in a dome
 
 
 class SampleError(UserError):
@@ -47,8 +49,8 @@ class Record:
     mano: dict[str, dict[str, np.ndarray]] | None
 
 
-def numbers(value: Any, shape: tuple[int, ...], where: str, reason: str) -> np.ndarray:
-    """`value` as a finite float64 array of `shape`, or a SampleError saying what is wrong with it."""
+def numbers(value: Any, shape: tuple[int, ...], where: str, reason: str, bound: float = np.inf) -> np.ndarray:
+    """`value` as a finite float64 array of `shape` within +-`bound`, or a SampleError saying what is wrong with it."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -57,6 +59,8 @@ def numbers(value: Any, shape: tuple[int, ...], where: str, reason: str) -> np.n
         raise SampleError(f"{where}: shape {array.shape}, expected {shape}", reason)
     if not np.isfinite(array).all():
         raise SampleError(f"{where}: non-finite values (NaN or inf)", reason)
+    if np.abs(array).max(initial=0.0) > bound:
+        raise SampleError(f"{where}: values up to {np.abs(array).max():.3g}, beyond the plausible {bound:.3g}", reason)
     return array
 
 
@@ -80,7 +84,8 @@ def read_record(ann: Any, images: dict, cameras: Any, joints: Any, mano: Any, fo
     if not isinstance(ann, dict):
         raise SampleError(f"{data_path}: an annotation is a {type(ann).__name__}, not an object", "malformed annotation")
     name = f"{data_path}: annotation {ann.get('id')!r}"
-    img = images.get(ann.get("image_id"))
+    image_id = ann.get("image_id")
+    img = images.get(image_id) if isinstance(image_id, (int, str)) else None
     if img is None:
         raise SampleError(f"{name}: image id {ann.get('image_id')!r} is not in 'images'", "image id not in images")
     for key in ("capture", "frame_idx", "camera", "file_name"):
@@ -88,13 +93,14 @@ def read_record(ann: Any, images: dict, cameras: Any, joints: Any, mano: Any, fo
             raise SampleError(f"{name}: its image lacks {key!r} (or it is not a number or text)", f"image without {key}")
     capture, frame, camera_id = str(img["capture"]), str(img["frame_idx"]), str(img["camera"])
     where = f"{camera_path}: capture {capture} camera {camera_id}"
-    params = {key: numbers(_lookup(cameras, (capture, key, camera_id), where, "camera missing"), shape, f"{where} {key}", f"bad camera {key}")
-              for key, shape in CAMERA_SHAPES.items()}
+    params = {key: numbers(_lookup(cameras, (capture, key, camera_id), where, "camera missing"), shape, f"{where} {key}", f"bad camera {key}",
+                           bound)
+              for key, (shape, bound) in CAMERA_ARRAYS.items()}
     if (params["focal"] <= 0).any():
         raise SampleError(f"{where} focal: {params['focal'].tolist()} is not positive", "bad camera focal")
     where = f"{joints_path}: capture {capture} frame {frame}"
     world = numbers(_lookup(joints, (capture, frame, "world_coord"), where, "joints missing"), (JOINTS, 3), f"{where} world_coord",
-                    "bad world_coord")
+                    "bad world_coord", WORLD_MM)
     valid = numbers(np.asarray(ann.get("joint_valid", [[1]] * JOINTS), dtype=object).reshape(-1).tolist(), (JOINTS,),
                     f"{name} joint_valid", "bad joint_valid")
     hand_params = None if mano is None else _mano(mano, capture, frame)
@@ -109,7 +115,8 @@ def _mano(mano: Any, capture: str, frame: str) -> dict[str, dict[str, np.ndarray
     fits = mano.get(capture, {}).get(frame) if isinstance(mano, dict) and isinstance(mano.get(capture), dict) else None
     if not isinstance(fits, dict) or any(not isinstance(fits.get(side), dict) for side in HAND_NAMES):
         raise SampleError(f"{where} lacks a hand's fit", "MANO fit missing")
-    return {side: {key: numbers(fits[side].get(key), shape, f"{where} {side} {key}", f"bad MANO {key}") for key, shape in MANO_SHAPES.items()}
+    return {side: {key: numbers(fits[side].get(key), shape, f"{where} {side} {key}", f"bad MANO {key}", bound)
+                   for key, (shape, bound) in MANO_ARRAYS.items()}
             for side in HAND_NAMES}
 
 
