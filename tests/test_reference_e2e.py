@@ -78,9 +78,11 @@ def test_bundled_checkpoint_beats_the_mean_pose_baseline(tmp_path):
     train = write_dataset(tmp_path / "train", 1000, seed=1, split="train", workers=2)  # the training set's first 1000 samples
     test = write_dataset(tmp_path / "test", 300, seed=2, split="test", workers=2)  # the model card's held-out test set
     dataset = InterHandDataset(test, "test")
-    model = evaluate_model(load_checkpoint(), dataset)["mpjpe"]
+    model = evaluate_model(load_checkpoint(), dataset)
     baseline = evaluate_model(MeanPoseBaseline(*mean_hands(InterHandDataset(train, "train"))), dataset)["mpjpe"]
-    print(f"bundled checkpoint MPJPE {model:.2f} mm, mean-pose baseline {baseline:.2f} mm, ratio {model / baseline:.3f}")
-    # #3's bar on the model card's own test set (card: 0.576 with the mean of all 6000 training samples).
-    # An untrained model sits at 0.94, the previous bundled checkpoint at 0.651.
-    assert model / baseline <= 0.60
+    ratio, rotation, pixels = model["mpjpe"] / baseline, model["rotation_error_deg_median"], model["joint_2d_err_px_median"]
+    print(f"bundled checkpoint MPJPE {model['mpjpe']:.2f} mm, mean-pose baseline {baseline:.2f} mm, ratio {ratio:.3f}, "
+          f"rotation {rotation:.1f} deg, 2D {pixels:.1f} px")
+    # The model card's figures on its own test set (ratio 0.586 with all 20000 training samples' mean, rotation 25.0 deg,
+    # 2D 20.0 px), with a margin; #18's goals (0.30, 15 deg, 6 px) are not reached yet. The previous checkpoint: ratio 1.01 here.
+    assert ratio <= 0.62 and rotation <= 30.0 and pixels <= 24.0
