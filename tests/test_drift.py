@@ -145,8 +145,8 @@ def test_drift_end_to_end_report_and_gate(drift_inputs, tiny_checkpoint, synth_r
     assert len(parser.images) >= 4 and all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert (out / "report.md").read_text().count("|") > 20
     assert any(p.name.endswith("worst1.png") for p in out.iterdir())
-    strict = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "strict",
-                    "--max-mpjpe-drift", "-1")
+    strict = _drift(drift_inputs / "executorch-int8", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "strict",
+                    "--max-mpjpe-drift", "0", "--max-vertex-drift", "0")
     assert strict.returncode == 1 and "FAIL" in strict.stdout
 
 
