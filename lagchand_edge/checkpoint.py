@@ -90,3 +90,20 @@ def load_checkpoint(path: Path | None = None, config: str | None = None, hands=N
     if missing or unexpected:
         raise UserError(f"{path}: weights do not match config {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()
+
+
+def checkpoint_predictor(path: Path | None = None, hands=None):
+    """A checkpoint as a numpy function (float (B, 3, H, W) images in [0, 1] -> vertices, joints,
+    camera arrays) for tools that draw its predictions, and the model (faces, input size)."""
+    import torch
+
+    from lagchand_edge.model import DeployModel
+
+    model = load_checkpoint(path, hands=hands)
+    deploy = DeployModel(model, deployed_form=False).eval()  # the training modules, as evaluate runs them
+
+    def call(images):
+        with torch.inference_mode():
+            return tuple(t.numpy() for t in deploy(torch.as_tensor(images)))
+
+    return call, model

@@ -105,21 +105,16 @@ def show(
 
 def _predictor(checkpoint: Path, hands):
     """image (H, W, 3) uint8 -> the checkpoint's predicted 2D joints, vertices and mesh faces in the crop."""
-    import numpy as np
-    import torch
-
-    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.checkpoint import checkpoint_predictor
     from lagchand_edge.data.transforms import to_model_input
     from lagchand_edge.hand.joints import HAND_NAMES
-    from lagchand_edge.model import DeployModel, HandPrediction
+    from lagchand_edge.model import HandPrediction
 
-    model = load_checkpoint(checkpoint, hands=hands)
-    deployed = DeployModel(model, deployed_form=False).eval()
+    call, model = checkpoint_predictor(checkpoint, hands)
     faces = {side: model.faces[h].numpy() for h, side in enumerate(HAND_NAMES)}
 
     def predict(image):
-        with torch.no_grad():
-            prediction = HandPrediction.from_outputs(deployed(to_model_input(np.array(image[None]))))
+        prediction = HandPrediction.from_outputs(call(to_model_input(image[None].copy()).numpy()))
         joints_2d, vertices_2d = prediction.project(image.shape[0])
         return joints_2d[0], vertices_2d[0], faces
 

@@ -86,16 +86,7 @@ def _model(artifact: Path | None, checkpoint: Path | None):
             raise UserError(f"{artifact}: predict needs a lagchand-edge artifact folder (with manifest.json)")
         faces = np.load(artifact / HAND_FACES) if (artifact / HAND_FACES).is_file() else None
         return (lambda images: tuple(runner.raw([images])[:3])), faces, runner.manifest["inputs"][0]["shape"][-1]
-    import torch
+    from lagchand_edge.checkpoint import checkpoint_predictor
 
-    from lagchand_edge.checkpoint import load_checkpoint
-    from lagchand_edge.model import DeployModel
-
-    model = load_checkpoint(checkpoint)
-    deploy = DeployModel(model, deployed_form=False).eval()
-
-    def call(images):
-        with torch.inference_mode():
-            return tuple(t.numpy() for t in deploy(torch.from_numpy(images)))
-
+    call, model = checkpoint_predictor(checkpoint)
     return call, model.faces.numpy(), model.cfg.image_size
