@@ -47,9 +47,22 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
 
 
 def refuse_existing(path: Path, force: bool) -> None:
-    """Stop before any work when an output exists and the user did not ask to replace it."""
+    """Stop before any work when an output exists and the user did not ask to replace it, or
+    when it could not be written at all."""
     if Path(path).exists() and not force:
         raise UserError(f"{path} already exists (use --force to replace it)")
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """Stop before any work when `path` cannot be created: a file where a folder must be, or a
+    folder this process may not write (minutes of conversion would otherwise end in an error)."""
+    path = Path(path).absolute()
+    ancestor = next(p for p in path.parents if p.exists())
+    if not ancestor.is_dir():
+        raise UserError(f"{path}: cannot be written, {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be written, {ancestor} is not writable")
 
 
 @contextmanager

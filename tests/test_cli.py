@@ -21,6 +21,7 @@ def assert_user_error(result, fragment):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, as the README promises
 
 
 def test_version_and_help():
@@ -58,8 +59,11 @@ def test_user_errors_are_one_line(tmp_path):
     assert_user_error(run_cli("data", "show", str(out), "--index", "9", "--out", str(tmp_path / "x.png")), "out of range")
     assert_user_error(run_cli("data", "summary", str(tmp_path / "missing")), "data folder not found")
     assert_user_error(run_cli("data", "synth", "--out", str(tmp_path / "t"), "--split", "dev"), "unknown split")
-    assert run_cli("data", "synth", "--bogus").returncode == 2
-    assert run_cli("data", "synth", "--out", str(tmp_path / "u"), "--size", "0").returncode == 2
+    assert_user_error(run_cli("data", "synth", "--bogus"), "(see 'lagchand-edge data synth --help')")
+    assert_user_error(run_cli("data", "synth", "--out", str(tmp_path / "u"), "--size", "0"), "Invalid value for '--size'")
+    assert_user_error(run_cli("convert", "--keep-float"), "Option '--keep-float' requires an argument")
+    assert_user_error(run_cli("nosuch"), "No such command 'nosuch'")
+    assert run_cli("data").returncode == 2 and "Usage: lagchand-edge data" in run_cli("data").stdout  # no command: the help
     for gate in ("nan", "-1", "inf"):
         assert_user_error(run_cli("drift", str(out), "--max-mpjpe-drift", gate), "a gate is a finite number")
 

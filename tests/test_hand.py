@@ -181,3 +181,27 @@ def test_mano_pickle_with_unexpected_contents(tmp_path):
         read_mano_pickle(path)
     with pytest.raises(UserError, match="needs --mano-dir"):
         load_hands("mano")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: setattr(m, "_shape", (10**6, 10**6)), "far larger than a MANO model's"),
+    (lambda m: setattr(m, "_shape", (16, -3)), "not two non-negative sizes"),
+    (lambda m: m.indices.__setitem__(0, 10**6), "inconsistent"),
+    (lambda m: setattr(m, "indptr", m.indptr[:-2]), "inconsistent"),
+], ids=["huge", "negative", "index-outside", "short-indptr"])
+def test_mano_sparse_matrices_must_describe_themselves_honestly(tmp_path, monkeypatch, edit, message):
+    """A hostile header must not make the reader allocate gigabytes or write outside the matrix."""
+    import scipy.sparse
+
+    hand = load_hands()["right"]
+    original = scipy.sparse.csc_matrix
+
+    def tampered(values):
+        matrix = original(values)
+        edit(matrix)
+        return matrix
+
+    monkeypatch.setattr(scipy.sparse, "csc_matrix", tampered)
+    _write_mano_like(tmp_path / "MANO_RIGHT.pkl", hand)
+    with pytest.raises(UserError, match=message):
+        read_mano_pickle(tmp_path / "MANO_RIGHT.pkl")

@@ -3,7 +3,7 @@
 import pytest
 
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_dir, report_files
+from lagchand_edge.io import atomic_dir, check_writable, refuse_existing, report_files
 
 
 def test_a_folder_written_meanwhile_by_another_run_is_kept(tmp_path):
@@ -30,3 +30,18 @@ def test_a_failed_report_leaves_no_empty_folder(tmp_path):
         with report_files(tmp_path / "kept", "profile.json"):
             raise RuntimeError("the run failed")
     assert (tmp_path / "kept").is_dir()  # a folder the user had is never removed
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, synth_train_root):
+    from lagchand_edge.train.loop import TrainOptions, train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="a-file is a file, not a folder"):
+        check_writable(blocker / "deeper" / "report")
+    with pytest.raises(UserError, match="a-file is a file, not a folder"):
+        refuse_existing(blocker / "report.json", force=False)
+    check_writable(tmp_path / "new" / "deeper" / "out")  # folders that do not exist yet are fine
+    assert not (tmp_path / "new").exists()  # and the check creates nothing
+    with pytest.raises(UserError, match="is a file, not a folder"):  # before the first epoch
+        train(TrainOptions(data=synth_train_root, out=blocker / "model.safetensors", config="tiny", epochs=1, batch_size=4))

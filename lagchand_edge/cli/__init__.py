@@ -12,6 +12,7 @@ import warnings
 
 import typer
 from rich.markup import escape
+from typer._click import exceptions as click_errors  # typer 0.29 runs its own copy of click: these are its errors
 
 from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
@@ -64,7 +65,21 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _terminate)  # cleans up as Ctrl-C does: no half-written output
     try:
-        app()  # click itself turns usage errors into exit code 2
+        code = app(prog_name="lagchand-edge", standalone_mode=False)  # click's errors come here, to be said in one line like ours
+    except click_errors.NoArgsIsHelpError as exc:
+        help_text = exc.ctx.get_help() if exc.ctx else ""  # typer's rich help prints itself and returns ""
+        if help_text:
+            typer.echo(help_text)
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # a bad option or value: the command's help, not a usage box
+        command = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        console.print(f"[bold red]error:[/] {escape(exc.format_message())}{command}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click_errors.ClickException as exc:
+        console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(130)
     except UserError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -75,6 +90,7 @@ def main() -> None:
         sys.exit(2)  # a path the user gave that cannot be read or written
     except Exception as exc:
         _internal_error(exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _terminate(signum, frame) -> None:

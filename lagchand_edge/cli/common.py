@@ -26,7 +26,11 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         def advance(n: int = 1, info: str | None = None) -> None:
             progress.update(task, advance=n, **({"info": info} if info is not None else {}))
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            progress.update(task, visible=False)  # an error says itself in one line, without a half-done bar above it
+            raise
 
 
 def emit_json(payload: Any) -> None:

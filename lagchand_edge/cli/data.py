@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from lagchand_edge.cli.common import emit_json, progress_bar, stdout
+from lagchand_edge.data.records import describe_skipped
 from lagchand_edge.errors import UserError
 
 app = typer.Typer(help="Synthetic InterHand2.6M-format data: generate, summarise, draw.", no_args_is_help=True)
@@ -52,7 +53,7 @@ def _print_summary(root: Path, split: str, as_json: bool, extra: dict | None = N
         return
     table = Table(title=f"InterHand2.6M-format data: {root}", show_header=False)
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key, describe_skipped(value) if key == "skipped" else str(value))
     stdout.print(table)
 
 
@@ -208,4 +209,4 @@ def cache(
     if as_json:
         emit_json(summary)
         return
-    stdout.print(f"wrote {out}: {card['samples']} samples of {root} (split {split}), skipped {card['skipped'] or 'none'}", highlight=False)
+    stdout.print(f"wrote {out}: {card['samples']} samples of {root} (split {split}), {describe_skipped(card['skipped'])}", highlight=False)

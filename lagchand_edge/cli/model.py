@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from lagchand_edge.cli.common import console, emit_json, progress_bar, stdout
+from lagchand_edge.data.records import describe_skipped
 
 LOG_EVERY = 100  # training steps between log lines when stderr is not a terminal
 
@@ -128,5 +129,7 @@ def evaluate(
             m = results[name]
             table.add_row(name, *(f"{m[k]:.2f}" if k in m else "-" for k in columns))
     stdout.print(table)
+    if results["skipped"]:
+        stdout.print(describe_skipped(results["skipped"]))
     if "ratio_to_baseline" in results:
         stdout.print(f"MPJPE ratio to the mean-pose baseline: {results['ratio_to_baseline']:.3f}")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from lagchand_edge.data import camera as cam
 from lagchand_edge.data.layout import DATASET_CARD, SPLITS, find_annotation, image_dir
-from lagchand_edge.data.records import Record, SampleError, image_index, read_record
+from lagchand_edge.data.records import Record, SampleError, describe_skipped, image_index, read_record
 from lagchand_edge.data.transforms import crop_image, crop_intrinsics, square_box
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import HandModel, load_hands
@@ -66,7 +66,7 @@ class InterHandDataset(torch.utils.data.Dataset):
         self.hands = self._hand_model(mano_dir)
         self.records = self._index(limit)
         if not self.records:
-            detail = f" (skipped: {dict(self.skipped)})" if self.skipped else ""
+            detail = f"; {describe_skipped(self.skipped)}" if self.skipped else ""
             raise UserError(f"{self.root}: no two-hand samples in split {split!r}{detail}")
 
     @property

@@ -34,6 +34,15 @@ class SampleError(UserError):
         self.reason = reason or message.split(":", 1)[-1].strip().split(" (")[0]
 
 
+def describe_skipped(skipped: dict[str, int]) -> str:
+    """What a lenient reader left out, in the one form every command prints:
+    'skipped none' or 'skipped 3 (2 unreadable image, 1 no valid joint)'."""
+    if not skipped:
+        return "skipped none"
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items(), key=lambda item: (-item[1], item[0])))
+    return f"skipped {sum(skipped.values())} ({reasons})"
+
+
 @dataclass(frozen=True)
 class Record:
     """Everything the reader needs for one frame, gathered from the annotation files."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lagchand_edge.data.records import describe_skipped
 from lagchand_edge.drift.harness import DEFAULT_GATES, DriftRun, Entry
 from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES
 from lagchand_edge.plots import figure, html_figures, plot_scatter, save_figure
@@ -216,7 +217,7 @@ def _overview(report: dict) -> list[str]:
     lines = [f"Reference: `{report['reference']['checkpoint']}` ({report['reference']['config']}) on {report['machine']['reference_device']}: "
              f"MPJPE {ref['mpjpe']:.2f} mm" + (f", MPVPE {ref['mpvpe']:.2f} mm" if "mpvpe" in ref else ""),
              f"Data: `{report['data']['root']}` [{report['data']['split']}], {report['data']['samples']} samples"
-             + (f" (skipped: {report['data']['skipped']})" if report["data"].get("skipped") else ""),
+             + (f" ({describe_skipped(report['data']['skipped'])})" if report["data"].get("skipped") else ""),
              f"Harness: {timing['wall_seconds']:.1f} s wall for {timing['inference_seconds']:.1f} s of inference "
              f"(overhead ratio {_fmt(timing['overhead_ratio'], 2)})",
              f"Verdict: {'PASS' if report['passed'] else 'FAIL'}"]

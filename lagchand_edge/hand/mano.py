@@ -73,6 +73,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
 
+MAX_SPARSE_ELEMENTS = 10**7  # MANO's J_regressor is 16 x 778; a hostile header must not allocate gigabytes
+
+
+def _check_sparse(key: str, path: Path, shape: Any, data: Any, indices: Any, indptr: Any, compressed_rows: bool) -> None:
+    """A sparse matrix's parts must describe one: a small 2-D shape, and index arrays that stay inside it."""
+    if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(n, int | np.integer) and 0 <= n for n in shape)):
+        raise UserError(f"{path}: sparse matrix {key!r} has shape {shape!r}, not two non-negative sizes")
+    if shape[0] * shape[1] > MAX_SPARSE_ELEMENTS:
+        raise UserError(f"{path}: sparse matrix {key!r} has shape {shape}, far larger than a MANO model's")
+    arrays = [np.asarray(a) for a in (data, indices, indptr)]
+    outer, inner = (shape[0], shape[1]) if compressed_rows else (shape[1], shape[0])
+    data, indices, indptr = arrays
+    if not (indices.dtype.kind in "iu" and indptr.dtype.kind in "iu" and data.ndim == indices.ndim == indptr.ndim == 1
+            and len(indptr) == outer + 1 and len(data) == len(indices) and indptr[0] == 0 and indptr[-1] == len(indices)
+            and (np.diff(indptr) >= 0).all() and ((indices >= 0) & (indices < inner)).all()):
+        raise UserError(f"{path}: sparse matrix {key!r} is inconsistent (its index arrays do not fit its shape {shape})")
+
+
 def _to_array(value: Any, key: str, path: Path) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
@@ -82,8 +100,9 @@ def _to_array(value: Any, key: str, path: Path) -> np.ndarray:
             data, indices, indptr, shape = s["data"], s["indices"], s["indptr"], s["_shape"]
         except KeyError as exc:
             raise UserError(f"{path}: sparse matrix {key!r} lacks {exc}") from None
-        dense = np.zeros(shape)
         compressed_rows = s.get("format", "csc") == "csr"
+        _check_sparse(key, path, shape, data, indices, indptr, compressed_rows)
+        dense = np.zeros(shape)
         for outer in range(len(indptr) - 1):
             inner = indices[indptr[outer] : indptr[outer + 1]]
             values = data[indptr[outer] : indptr[outer + 1]]

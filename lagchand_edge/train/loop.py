@@ -26,7 +26,7 @@ from lagchand_edge.data.cache import open_dataset
 from lagchand_edge.data.interhand import collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_write_bytes
+from lagchand_edge.io import atomic_write_bytes, check_writable
 from lagchand_edge.model import create_model
 from lagchand_edge.train.augment import augment
 from lagchand_edge.train.losses import DEFAULT_WEIGHTS, total_loss
@@ -138,6 +138,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
     """Train and return the sidecar info of the last checkpoint written."""
     if opts.schedule not in ("step", "cosine"):
         raise UserError(f"unknown schedule {opts.schedule!r}; choose 'step' or 'cosine'")
+    check_writable(opts.out)  # before the first epoch, not after it
     rank, world = _distributed()
     device = _device()
     torch.manual_seed(opts.seed)
