@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,18 @@ def synth_train_root(tmp_path_factory) -> Path:
     return root
 
 
+#: A tiny-config checkpoint trained for 6 minutes (tests/assets/README.md has the command): its
+#: outputs follow the image by millimetres, so a parity or drift test can see a wrong input.
+TINY_TRAINED = REPO / "tests" / "assets" / "tiny_trained.safetensors"
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A tiny-config checkpoint with random weights (converters, drift and profiling tests)."""
-    from lagchand_edge.checkpoint import save_checkpoint
-    from lagchand_edge.model import create_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(create_model("tiny"), path, {"note": "random weights for converter tests"})
-    return path
+    """The trained tiny checkpoint, copied (with its sidecar) so that no test can touch the original."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    for source in (TINY_TRAINED, TINY_TRAINED.with_suffix(".json")):
+        shutil.copy(source, folder / source.name)
+    return folder / TINY_TRAINED.name
 
 
 @pytest.fixture(scope="session")

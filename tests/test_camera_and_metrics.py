@@ -125,3 +125,22 @@ def test_invalid_joints_are_masked():
     valid = np.ones((1, 2, 21), bool)
     valid[0, 0, 0] = False
     assert summarize(*aligned_errors(pred, gt), joint_valid=valid)["mpjpe"] == pytest.approx(0.0)
+
+
+def test_crop_image_puts_a_point_where_crop_intrinsics_projects_it():
+    """The image crop and the camera crop agree to a tenth of a pixel: a bright spot at a known
+    image position lands in the crop where `crop_intrinsics` projects it."""
+    from PIL import Image
+
+    from lagchand_edge.data.transforms import crop_image
+
+    spot = np.array([173.3, 121.8])  # continuous pixel coordinates (0, 0 = top-left corner)
+    yy, xx = np.mgrid[0:300, 0:400] + 0.5
+    image = Image.fromarray((255 * np.exp(-((xx - spot[0]) ** 2 + (yy - spot[1]) ** 2) / (2 * 3.0**2))).astype(np.uint8))
+    box = (120.4, 70.2, 128.0)
+    crop = np.asarray(crop_image(image.convert("RGB"), box, 256))[..., 0].astype(np.float64)
+    cy, cx = np.mgrid[0:256, 0:256] + 0.5
+    found = np.array([(crop * cx).sum(), (crop * cy).sum()]) / crop.sum()
+    k = cam.intrinsics(np.array([1000.0, 1000.0]), np.array([0.0, 0.0]))
+    point = cam.unproject(spot[None], np.array([1000.0]), k)
+    np.testing.assert_allclose(found, cam.project(point, crop_intrinsics(k, box, 256))[0], atol=0.1)

@@ -220,6 +220,7 @@ def test_cast_and_unknown_ops_are_clear(tmp_path):
     x = rand(2, 3)
     (got,) = _run(tmp_path, lambda v: mb.cast(x=mb.cast(x=v, dtype="fp16"), dtype="fp32"), [x.shape], x)
     close(got, x.astype(np.float16).astype(np.float32), 0)
-    _run(tmp_path, lambda v: mb.erf(x=v), [x.shape], x)  # implemented
+    (got,) = _run(tmp_path, lambda v: mb.erf(x=v), [x.shape], x, expect_op="erf")
+    close(got, torch.erf(T(x)), 1e-6)
     with pytest.raises(UnsupportedProgram, match="'topk'"):
         _run(tmp_path, lambda v: mb.topk(x=v, k=2)[0], [x.shape], x)

@@ -2,7 +2,6 @@
 
 import re
 
-import numpy as np
 import torch
 
 from converters.executorch import quantization_config, quantize_pt2e
@@ -107,7 +106,7 @@ def test_int8_embedding_tables_round_trip(tiny_checkpoint):
     image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         exact, approx = DeployModel(model)(image)[0], deploy(image)[0]
-    assert np.isfinite(approx.numpy()).all() and (exact - approx).abs().max() < 0.01  # metres
+    assert (exact - approx).abs().max() * 1000 < 0.2  # mm: int8 tables move the trained test model's vertices by 0.045 mm
 
 
 def test_default_plans_name_real_modules(tiny_checkpoint):

@@ -42,15 +42,14 @@ def test_training_is_deterministic_and_resumable(synth_train_root, tmp_path):
     assert json.loads(part.with_suffix(".json").read_text())["epoch"] == 1
     train(TrainOptions(out=part, resume=True, **options))
     a, b = load_checkpoint(full).state_dict(), load_checkpoint(part).state_dict()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)  # exactly: the README promises it
 
 
 def test_torchrun_ddp_with_two_cpu_processes(synth_train_root, tmp_path):
     out = tmp_path / "ddp.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
          "-m", "lagchand_edge", "train", "--data", str(synth_train_root), "--out", str(out), "--config", "tiny",
          "--epochs", "1", "--batch-size", "4"],
         capture_output=True, text=True, timeout=600, env=env,
