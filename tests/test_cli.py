@@ -102,3 +102,14 @@ def test_sigterm_leaves_no_half_written_output(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) != 0
     assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder
+
+
+def test_evaluate_cli_scores_the_model_and_the_baseline(synth_root, synth_train_root, tiny_checkpoint):
+    report = json.loads(run_cli("evaluate", "--data", str(synth_root), "--checkpoint", str(tiny_checkpoint), "--baseline-from",
+                                str(synth_train_root), "--json", check=True).stdout)
+    model, baseline = report["model"], report["mean_pose_baseline"]
+    assert model["samples"] == baseline["samples"] == 8 and report["skipped"] == {}
+    assert report["mpjpe_ratio"] == model["mpjpe"] / baseline["mpjpe"]
+    assert report["rotation_err_deg_median"] == model["rotation_error_deg_median"] and 0 <= report["joint_2d_err_px_median"]
+    table = run_cli("evaluate", "--data", str(synth_root), "--checkpoint", str(tiny_checkpoint), "--num", "3", check=True).stdout
+    assert "3 samples" in table and "MPJPE mm" in table
