@@ -6,6 +6,7 @@ others carry on; a source that cannot be opened at all raises `SourceError` (one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ def _read_image(path: Path, index: int) -> Frame:
 
 
 def _cv2():
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # its warnings (a camera that is not there) would precede our one-line error
     try:
         import cv2
     except ImportError:

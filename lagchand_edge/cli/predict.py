@@ -40,8 +40,8 @@ def predict(
         raise UserError(f"--sheet {sheet}: expected a .png file name")
     try:
         find = BoxFinder.from_file(boxes) if boxes else BoxFinder(parse_box(box) if box else None)
+        src = open_source(source, max_frames)  # a bad source is said before a runtime starts and prints its own lines
         model, faces, size = _model(artifact, checkpoint)
-        src = open_source(source, max_frames)
         if detect:
             from apps.predict.detector import DetectorFinder, PalmDetector
             from lagchand_edge.profile.anchors import cached_detector
