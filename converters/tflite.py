@@ -11,7 +11,6 @@ and dequantizes from the tensor details.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import re
@@ -39,15 +38,11 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 
     if recipe.observer is not None:
         raise ConversionError("--observer applies to the executorch target; LiteRT (ai_edge_quantizer calibrates min-max) uses its own")
-    from lagchand_edge.model.compact import as_transposed_convolutions
     from lagchand_edge.model.deploy import explicit_norms
 
     float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")
-    # layer norms as means: LiteRT lowers layer_norm through flattening reshapes; nearest upsampling
-    # as transposed convolutions: XNNPACK takes no RESIZE_NEAREST_NEIGHBOR, and the builtin ones split the graph
-    model = as_transposed_convolutions(explicit_norms(copy.deepcopy(model)))  # a copy: the upsampling modules are the caller's
-    with contextlib.redirect_stdout(io.StringIO()):
-        litert_torch.convert(model, (example,)).export(str(float_path))
+    with contextlib.redirect_stdout(io.StringIO()):  # layer norms as means: LiteRT lowers layer_norm through flattening reshapes
+        litert_torch.convert(explicit_norms(model), (example,)).export(str(float_path))
     if recipe.precision == "fp32":
         with _rewrite(float_path) as flat:
             _name_tensors_by_module(flat, model)

@@ -191,28 +191,6 @@ def test_int8_tflite_stores_embedding_tables_as_int8(int8_artifacts):
     assert read_manifest(path)["recipe"]["int8_added_constants"] == 6  # 3 vertex + 3 image tables
 
 
-def test_litert_upsampling_runs_inside_xnnpack(fp32_artifacts, int8_artifacts):
-    """XNNPACK has no nearest resize: the converter exports the heatmap module's upsampling as
-    identity transposed convolutions (the same values); only the mesh interpolation's two gathers
-    are left outside the delegate, so each graph runs in 3 partitions."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from lagchand_edge.model.compact import NearestUpsample2x, as_transposed_convolutions
-
-    x = torch.rand(2, 6, 5, 7, generator=torch.Generator().manual_seed(0))
-    upsample = NearestUpsample2x(6)
-    assert torch.equal(as_transposed_convolutions(upsample)(x), torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
-    for artifacts in (fp32_artifacts, int8_artifacts):
-        interpreter = Interpreter(model_path=str(artifacts["tflite"].path / "model.tflite"), num_threads=1)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interpreter.invoke()  # XNNPACK is applied at the first run
-        ops = [op["op_name"] for op in interpreter._get_ops_details()]
-        assert "RESIZE_NEAREST_NEIGHBOR" not in ops and ops.count("TRANSPOSE_CONV") == 2 and ops.count("GATHER_ND") == 2
-        assert ops.count("DELEGATE") == 3
-
-
 def test_executorch_nearest_upsampling_rewrite_is_exact(tiny_checkpoint):
     from converters.executorch import _nearest_upsampling_as_copies
     from lagchand_edge.checkpoint import load_checkpoint

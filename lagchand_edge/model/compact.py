@@ -15,32 +15,6 @@ from lagchand_edge.model.blocks import ConvBNAct
 from lagchand_edge.model.config import LAGCHandConfig
 
 
-class NearestUpsample2x(nn.Module):
-    """2x nearest-neighbour upsampling of `channels` maps. Switched, it computes the same values as a
-    stride-2 transposed convolution with identity 2x2 kernels (`as_transposed_convolutions`): for
-    LiteRT int8, where XNNPACK has no int8 nearest resize and the builtin one splits the graph."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.register_buffer("kernel", None, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel is None:
-            return F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.conv_transpose2d(x, self.kernel, stride=2)
-
-
-def as_transposed_convolutions(model: nn.Module) -> nn.Module:
-    """Switch every `NearestUpsample2x` of `model` to its transposed-convolution form (same values);
-    the identity kernels are constants of the module (not of its checkpoint)."""
-    for module in model.modules():
-        if isinstance(module, NearestUpsample2x):
-            identity = torch.eye(module.channels).reshape(module.channels, module.channels, 1, 1)
-            module.kernel = identity.expand(-1, -1, 2, 2).contiguous()
-    return model
-
-
 class CompactSingleHandHeatmap(nn.Module):
     def __init__(self, cfg: LAGCHandConfig, encoder_channels: list[int]) -> None:
         super().__init__()
@@ -51,7 +25,6 @@ class CompactSingleHandHeatmap(nn.Module):
         self.up32 = ConvBNAct(d16 + c32, d32, 3)
         self.up64 = ConvBNAct(d32 + c64, d64, 3)
         self.heatmap = nn.Conv2d(d64, 2 * 21, 1)
-        self.upsample = nn.ModuleList([NearestUpsample2x(d8), NearestUpsample2x(d16), NearestUpsample2x(d32)])  # to 16, 32, 64 px
         # The global feature keeps the 8x8 layout (squeeze to 16 channels, flatten): where each
         # hand is and how it is turned is spatial information an average pool would throw away.
         self.squeeze = ConvBNAct(d8, 16, 1)
@@ -67,11 +40,11 @@ class CompactSingleHandHeatmap(nn.Module):
         are a training target only, and eager PyTorch would otherwise compute them (0.11 of 0.78 GMACs)."""
         f64, f32, f16, f8 = features
         x8 = self.top(f8)
-        x16 = self.up16(torch.cat([self.upsample[0](x8), f16], 1))
-        x32 = self.up32(torch.cat([self.upsample[1](x16), f32], 1))
+        x16 = self.up16(torch.cat([F.interpolate(x8, scale_factor=2.0, mode="nearest"), f16], 1))
+        x32 = self.up32(torch.cat([F.interpolate(x16, scale_factor=2.0, mode="nearest"), f32], 1))
         heatmaps = None
         if with_heatmaps:
-            x64 = self.up64(torch.cat([self.upsample[2](x32), f64], 1))
+            x64 = self.up64(torch.cat([F.interpolate(x32, scale_factor=2.0, mode="nearest"), f64], 1))
             heatmaps = self.heatmap(x64)
             heatmaps = heatmaps.reshape(heatmaps.shape[0], 2, 21, heatmaps.shape[-2], heatmaps.shape[-1])
         global_feature = self.global_fc(self.squeeze(x8).flatten(1))
