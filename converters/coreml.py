@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from converters.mixed_precision import ScopedQuantizer, calibrate
-from converters.recipe import ConversionError, Recipe
+from converters.recipe import ConversionError, Int8Plan, Recipe
 from lagchand_edge.model import OUTPUT_NAMES
 
 NAME = "coreml"
@@ -25,15 +25,38 @@ PRECISIONS = ("fp16", "fp32", "w8", "int8")
 MODEL_FILE = "model.mlpackage"
 
 
-def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+def _quantizer(plan: Int8Plan):
+    """ExecuTorch's CoreMLQuantizer (fake-quantize observers: one quantizer serves PTQ and QAT),
+    symmetric per-channel int8 weights and uint8 activations, scoped to the plan's static modules."""
     from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig, QuantizationScheme
     from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
     config = LinearQuantizerConfig.from_dict({"global_config": {
         "quantization_scheme": QuantizationScheme.symmetric, "activation_dtype": torch.quint8,
         "weight_dtype": torch.qint8, "weight_per_channel": True}})
-    quantizer = ScopedQuantizer(CoreMLQuantizer(config), exclude=recipe.plan.not_static, only=recipe.plan.static)
-    return calibrate(torch.export.export(model, (example,)).module(), quantizer, recipe.calibration)
+    return ScopedQuantizer(CoreMLQuantizer(config), exclude=plan.not_static, only=plan.static)
+
+
+def qat_quantizer(plan: Int8Plan):
+    return _quantizer(plan)
+
+
+def qat_scheme() -> str:
+    return ("CoreMLQuantizer (executorch.backends.apple.coreml): per-channel symmetric int8 weights, static per-tensor uint8 "
+            "activations (moving-average min-max fake quantization)")
+
+
+def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:
+    """The graph PT2E quantizes: the exported model as it is."""
+    return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
+
+
+def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
+    if recipe.qat is not None:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        return convert_pt2e(recipe.qat)
+    return calibrate(quantizable_graph(model, example), _quantizer(recipe.plan), recipe.calibration)
 
 
 def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
@@ -59,9 +82,9 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
 
             mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric")))
     mlmodel.save(str(out_dir / MODEL_FILE))
-    quantizer = {"int8": "CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float "
-                         "modules; linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included",
-                 "w8": "linear_quantize_weights (linear_symmetric)"}
+    ptq = ("CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float modules; "
+           "linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included")
+    quantizer = {"int8": f"QAT, {qat_scheme()}" if recipe.qat is not None else ptq, "w8": "linear_quantize_weights (linear_symmetric)"}
     return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
 
 

@@ -54,6 +54,24 @@ def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, plan: Int8
     return calibrate(module, combine(parts), calibration)
 
 
+def qat_quantizer(plan: Int8Plan):
+    """XNNPACKQuantizer's scheme with fake quantization, static W8A8 inside the plan's static modules."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    static = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    return ScopedQuantizer(static, exclude=plan.not_static, only=plan.static)
+
+
+def qat_scheme() -> str:
+    return "XNNPACKQuantizer (is_qat): per-channel symmetric int8 weights, static per-tensor int8 activations (moving-average min-max)"
+
+
+def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:
+    """The graph PT2E quantizes: derived constants as parameters, nearest upsampling as copies."""
+    exported = torch.export.export(_constants_as_parameters(model), (example,), dynamic_shapes=dynamic_shapes)
+    return _nearest_upsampling_as_copies(exported.module())
+
+
 def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Rewrite 2x nearest upsampling (the heatmap module's) as two stack + reshape pairs, the same
     values: XNNPACK takes no `upsample_nearest2d`, and its portable kernel with the dim-order
@@ -63,10 +81,10 @@ def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.Grap
         if node.target != aten.upsample_nearest2d.vec or node.args[1] is not None or list(node.args[2]) != [2.0, 2.0]:
             continue
         x = node.args[0]
-        b, c, h, w = x.meta["val"].shape
+        _, c, h, w = x.meta["val"].shape  # the batch may be symbolic (QAT trains any batch)
         with graph.inserting_before(node):
-            wide = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([x, x], -1)), [b, c, h, 2 * w]))
-            tall = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([wide, wide], 3)), [b, c, 2 * h, 2 * w]))
+            wide = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([x, x], -1)), [-1, c, h, 2 * w]))
+            tall = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([wide, wide], 3)), [-1, c, 2 * h, 2 * w]))
         node.replace_all_uses_with(tall)
         graph.erase_node(node)
     graph.lint()
@@ -150,9 +168,14 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    module = _nearest_upsampling_as_copies(torch.export.export(_constants_as_parameters(model), (example,)).module())
-    if recipe.precision == "int8":
-        module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
+    if recipe.qat is not None:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        module = convert_pt2e(recipe.qat)
+    else:
+        module = quantizable_graph(model, example)
+        if recipe.precision == "int8":
+            module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
     exported = torch.export.export(_layer_norm_as_xnnpack_ops(module), (example,))
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     summary = delegation_summary(edge.exported_program())
@@ -160,6 +183,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     (out_dir / MODEL_FILE).write_bytes(program.buffer)
     quantizer = (f"XNNPACKQuantizer: per-channel symmetric int8 weights; static activations ({recipe.observer or 'histogram'} observer), "
                  "dynamic per-call activations in the plan's float_activations modules")
+    if recipe.qat is not None:
+        quantizer = f"QAT, {qat_scheme()}"
     return {"delegation": summary, "quantizer": quantizer if recipe.quantized else None}
 
 

@@ -30,15 +30,20 @@ class Int8Plan:
     def to_dict(self) -> dict:
         return {"static_w8a8": list(self.static), "float_activations": list(self.float_activations), "keep_float": list(self.keep_float)}
 
+    @classmethod
+    def from_dict(cls, plan: dict) -> Int8Plan:
+        return cls(tuple(plan["static_w8a8"]), tuple(plan["float_activations"]), tuple(plan["keep_float"]))
+
 
 @dataclass
 class Recipe:
-    """Precision plus what PTQ needs: calibration images (N, 3, 256, 256) and the int8 plan."""
+    """Precision plus what int8 needs: calibration images (N, 3, 256, 256) and the int8 plan (PTQ), or a QAT graph."""
 
     precision: str
     calibration: torch.Tensor | None = None
     plan: Int8Plan = field(default_factory=Int8Plan)
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
+    qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (batch 1): converted instead of calibrating
 
     @property
     def quantized(self) -> bool:

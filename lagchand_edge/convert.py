@@ -88,12 +88,15 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
 
 
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
-                     plan: Int8Plan, source: dict, force: bool, observer: str | None = None) -> ConvertResult:
+                     plan: Int8Plan, source: dict, force: bool, observer: str | None = None,
+                     qat: tuple[torch.fx.GraphModule, dict] | None = None) -> ConvertResult:
+    """One artifact, written atomically. `qat` (the trained graph and its record) replaces calibration;
+    the calibration images then only serve the parity check."""
     module = get_target(target)
     deploy = DeployModel(model, int8_embeddings=precision == "int8").eval()
     example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
     plan = plan if precision == "int8" else Int8Plan()
-    recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer)
+    recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer, qat[0] if qat else None)
     try:
         check_module_names(deploy, plan)
     except ConversionError as exc:
@@ -112,8 +115,10 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         # the mesh's faces (left, right) beside the model, so an app can draw wireframes without this toolkit's hand models
         np.save(tmp / HAND_FACES, model.faces.numpy().astype(np.int32))
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
-                                  calibration.manifest() if calibration is not None and recipe.quantized else None,
+                                  calibration.manifest() if calibration is not None and recipe.quantized and not qat else None,
                                   plan if recipe.precision == "int8" else None, shapes)
+        if qat:
+            manifest["qat"] = qat[1]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
         try:
@@ -126,9 +131,12 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
 
 def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
             calib_data: Path | None = None, calib_samples: int = 32, int8_plan: Int8Plan | None = None, force: bool = False,
-            progress=None, observer: str | None = None) -> list[ConvertResult]:
+            progress=None, observer: str | None = None, qat: Path | None = None) -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/` (int8 by `int8_plan`,
-    default each target's measured plan)."""
+    default each target's measured plan; or from a QAT checkpoint, for the target it trained for)."""
+    if qat is not None:
+        return _convert_qat(Path(qat), target, precision, out_dir, checkpoint, config, calib_data, calib_samples, int8_plan, force,
+                            progress, observer)
     targets = plan(target, precision)
     if int8_plan is not None and precision != "int8":
         raise UserError("--static / --float-activations / --keep-float only apply to --precision int8")
@@ -138,15 +146,48 @@ def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None 
         raise UserError("--observer applies to --target executorch (LiteRT and CoreML calibrate with their own observers)")
     checkpoint_path = Path(checkpoint) if checkpoint else bundled_checkpoint()
     model = load_checkpoint(checkpoint_path, config)
-    source = {"checkpoint": str(checkpoint_path), "checkpoint_sha256": file_sha256(checkpoint_path), "config": model.cfg.name,
-              "hand_model": model.hand_model_name}
     calibration = None
     if precision == "int8" or calib_data is not None:
-        calibration = select_calibration(calib_data, calib_samples) if calib_data else synthetic_calibration(calib_samples)
+        calibration = _calibration(calib_data, calib_samples)
     results = []
     for name in targets:
         results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
-                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), source, force, observer))
+                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), _source(checkpoint_path, model),
+                                        force, observer))
         if progress:
             progress(1)
     return results
+
+
+def _source(checkpoint: Path, model: LAGCHand) -> dict:
+    return {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "config": model.cfg.name,
+            "hand_model": model.hand_model_name}
+
+
+def _calibration(calib_data: Path | None, count: int) -> CalibrationSet:
+    return select_calibration(calib_data, count) if calib_data else synthetic_calibration(count)
+
+
+def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, checkpoint, config, calib_data, calib_samples,
+                 int8_plan, force: bool, progress, observer) -> list[ConvertResult]:
+    """The int8 artifact of a QAT checkpoint: its target, its plan, its source FP32 model (which
+    the parity check and the manifest's source then name, so drift compares with the original)."""
+    from calibration.qat import load_qat
+
+    if checkpoint is not None or config is not None or int8_plan is not None or observer is not None:
+        raise UserError("--qat brings its own source checkpoint and int8 plan: drop --checkpoint, --config, --static, "
+                        "--float-activations, --keep-float and --observer")
+    if precision != "int8":
+        raise UserError(f"--qat builds int8 artifacts, not {precision}")
+    graph, model, info = load_qat(path)
+    if target not in ("all", info["target"]):
+        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
+    source = _source(Path(info["source"]["checkpoint"]), model)
+    record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
+              "data": info["data"], "samples": info["samples"]}
+    result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
+                              _calibration(calib_data, min(calib_samples, PARITY_IMAGES)), Int8Plan.from_dict(info["plan"]), source, force,
+                              qat=(graph, record))
+    if progress:
+        progress(1)
+    return [result]

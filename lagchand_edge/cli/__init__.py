@@ -21,6 +21,7 @@ from lagchand_edge.cli.convert import convert
 from lagchand_edge.cli.drift import drift
 from lagchand_edge.cli.predict import predict
 from lagchand_edge.cli.profile import anchors_app, profile
+from lagchand_edge.cli.qat import qat
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.errors import UserError
 
@@ -35,6 +36,7 @@ app.command()(quickstart)
 app.command()(model.info)
 app.command()(model.train)
 app.command()(model.evaluate)
+app.command()(qat)
 app.command()(convert)
 app.command()(drift)
 app.command()(predict)

@@ -36,3 +36,10 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
 def emit_json(payload: Any) -> None:
     """Print machine-readable output on stdout (nothing else goes there with --json)."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def module_names(option: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated module list; None keeps the default plan's, 'none' means no module."""
+    if option is None:
+        return default
+    return () if option.strip().lower() == "none" else tuple(n.strip() for n in option.split(",") if n.strip())

@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lagchand_edge.cli.common import emit_json, progress_bar, stdout
+from lagchand_edge.cli.common import emit_json, module_names, progress_bar, stdout
 
 
 def convert(
     target: str = typer.Option("all", help="executorch, tflite, coreml or all."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 (tflite, coreml), int8 (all), w8 (coreml weight-only)."),
+    precision: str = typer.Option(None, help="fp32 (default), fp16 (tflite, coreml), int8 (all), w8 (coreml weight-only); int8 with --qat."),
     checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
     config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
     calib_data: Path = typer.Option(None, help="InterHand2.6M-format root for calibration; default: synthetic, made on the fly."),
@@ -24,6 +24,7 @@ def convert(
     observer: str = typer.Option(None, help="int8 activation observer for executorch: histogram (default) or minmax."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
+    qat: Path = typer.Option(None, help="Build the int8 artifact of this QAT checkpoint (`lagchand-edge qat`) for the target it trained for."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
@@ -31,24 +32,18 @@ def convert(
     from lagchand_edge.convert import DEFAULT_INT8_PLAN, plan
     from lagchand_edge.convert import convert as run
 
-    planned = plan(target, precision)
+    precision = precision or ("int8" if qat else "fp32")
+    planned = plan(target, precision) if qat is None else ["qat"]
     int8_plan = None
     if static is not None or float_activations is not None or keep_float is not None:
-        int8_plan = Int8Plan(_modules(static, DEFAULT_INT8_PLAN.static), _modules(float_activations, DEFAULT_INT8_PLAN.float_activations),
-                             _modules(keep_float, DEFAULT_INT8_PLAN.keep_float))
+        int8_plan = Int8Plan(module_names(static, DEFAULT_INT8_PLAN.static), module_names(float_activations, DEFAULT_INT8_PLAN.float_activations),
+                             module_names(keep_float, DEFAULT_INT8_PLAN.keep_float))
     with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
-        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, int8_plan, force, advance, observer)
+        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, int8_plan, force, advance, observer, qat)
     if as_json:
         emit_json([asdict(r) for r in results])
         return
     stdout.print(artifacts_table(results, "artifacts"))
-
-
-def _modules(option: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated module list; None keeps the default plan's, 'none' means no module."""
-    if option is None:
-        return default
-    return () if option.strip().lower() == "none" else tuple(n.strip() for n in option.split(",") if n.strip())
 
 
 def artifacts_table(results, title: str) -> Table:

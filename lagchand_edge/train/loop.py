@@ -97,21 +97,21 @@ def _device() -> torch.device:
     return device
 
 
-def _optimizer_path(out: Path) -> Path:
+def optimizer_path(out: Path) -> Path:
     return out.with_name(out.stem + ".optimizer.safetensors")
 
 
-def _save_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
+def save_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
     state = optimizer.state_dict()["state"]
     tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous() for i, s in state.items() for k, v in s.items()}
     tmp = out.with_name(f".{out.name}.opt.tmp")
     save_file(tensors, str(tmp))
-    atomic_write_bytes(_optimizer_path(out), tmp.read_bytes())
+    atomic_write_bytes(optimizer_path(out), tmp.read_bytes())
     tmp.unlink()
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
-    tensors = load_file(str(_optimizer_path(out)))
+def load_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
+    tensors = load_file(str(optimizer_path(out)))
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         index, name = key.split(".", 1)
@@ -153,8 +153,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for the convolutions (1.5x with bf16)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    if start_epoch and _optimizer_path(opts.out).is_file():
-        _load_optimizer(optimizer, opts.out)
+    if start_epoch and optimizer_path(opts.out).is_file():
+        load_optimizer(optimizer, opts.out)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=opts.seed) if world > 1 else None
     faces = torch.as_tensor(dataset.hands["right"].faces, device=device)
@@ -217,7 +217,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
                     "skipped": dict(dataset.skipped), "options": {k: str(v) for k, v in asdict(opts).items()},
                     "command": " ".join(sys.argv), "world_size": world, "budget_stop": stop}
             save_checkpoint(model, opts.out, info)
-            _save_optimizer(optimizer, opts.out)
+            save_optimizer(optimizer, opts.out)
         if stop:
             break
     if world > 1:

@@ -1,0 +1,121 @@
+"""Quantization-aware training: it beats PTQ at the same all-W8A8 plan, its checkpoint round-trips
+and guards its lineage, and `convert --qat` builds the artifact of the target it trained for."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lagchand_edge.errors import UserError
+from tests.test_cli import assert_user_error, run_cli
+
+DYNAMIC_BATCH = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+
+
+def _images(root: Path, split: str) -> torch.Tensor:
+    from lagchand_edge.data.cache import open_dataset
+    from lagchand_edge.data.interhand import collate
+    from lagchand_edge.data.transforms import to_model_input
+
+    dataset = open_dataset(root, split, None, None)
+    return to_model_input(collate([dataset[i] for i in range(len(dataset))])["image"])
+
+
+@pytest.fixture(scope="module")
+def executorch_qat(tiny_checkpoint, synth_train_root, tmp_path_factory) -> Path:
+    """Three epochs of ExecuTorch QAT on the 16 training images (observers frozen after half)."""
+    from calibration.qat import QATOptions, train_qat
+
+    out = tmp_path_factory.mktemp("qat") / "tiny_qat.safetensors"
+    train_qat(QATOptions(target="executorch", data=synth_train_root, out=out, checkpoint=tiny_checkpoint, epochs=3, batch_size=4, lr=1e-4))
+    return out
+
+
+def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synth_train_root, synth_root):
+    """Held-out images; PTQ calibrated on the images QAT trained on, with the toolkit's default observer."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from calibration.qat import load_qat
+    from converters import executorch
+    from converters.recipe import Int8Plan
+    from lagchand_edge.model import DeployModel
+
+    graph, model, _ = load_qat(executorch_qat)
+    test = _images(synth_root, "test")
+    deploy = DeployModel(model, int8_embeddings=True).eval()
+    ptq = executorch.quantize_pt2e(executorch.quantizable_graph(deploy, test[:2], DYNAMIC_BATCH), _images(synth_train_root, "train"), Int8Plan())
+    with torch.no_grad():
+        reference = DeployModel(model, deployed_form=False)(test)[0]
+        qat_error = float((convert_pt2e(graph)(test)[0] - reference).abs().mean()) * 1000
+        ptq_error = float((ptq(test)[0] - reference).abs().mean()) * 1000
+    assert 0 < qat_error < 0.9 * ptq_error, (qat_error, ptq_error)
+
+
+def test_qat_checkpoint_round_trips_with_its_lineage(executorch_qat, tiny_checkpoint):
+    from safetensors.torch import load_file
+
+    from calibration.qat import load_qat
+    from lagchand_edge.io import file_sha256
+
+    graph, _, info = load_qat(executorch_qat)
+    saved = load_file(str(executorch_qat))
+    state = graph.state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
+    assert info["target"] == "executorch" and "XNNPACKQuantizer" in info["scheme"] and info["plan"]["static_w8a8"] == ["model"]
+    assert info["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    assert [h["observers_frozen"] for h in info["history"]] == [False, True, True]
+
+
+def test_qat_resume_continues_and_refuses_another_run(executorch_qat, tiny_checkpoint, synth_train_root, tmp_path):
+    from calibration.qat import QATOptions, train_qat
+
+    for name in (executorch_qat.name, executorch_qat.with_suffix(".json").name, executorch_qat.with_suffix(".optimizer.safetensors").name):
+        shutil.copy(executorch_qat.parent / name, tmp_path / name)
+    out = tmp_path / executorch_qat.name
+    options = QATOptions(target="executorch", data=synth_train_root, out=out, checkpoint=tiny_checkpoint, epochs=4, batch_size=4, lr=1e-4,
+                         resume=True)
+    assert [h["epoch"] for h in train_qat(options)["history"]] == [1, 2, 3, 4]
+    options.epochs, options.target = 5, "coreml"
+    with pytest.raises(UserError, match="another target"):
+        train_qat(options)
+
+
+def test_qat_refuses_changed_weights_or_source(executorch_qat, tmp_path):
+    from calibration.qat import load_qat, read_qat_info
+
+    copy = tmp_path / executorch_qat.name
+    shutil.copy(executorch_qat, copy)
+    sidecar = json.loads(executorch_qat.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps(sidecar | {"sha256": "0" * 64}))
+    with pytest.raises(UserError, match="sha256 differs"):
+        read_qat_info(copy)
+    sidecar["source"]["checkpoint_sha256"] = "0" * 64
+    copy.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(UserError, match="changed since QAT"):
+        load_qat(copy)
+
+
+def test_convert_qat_builds_its_targets_artifact_with_lineage(executorch_qat, tiny_checkpoint, synth_root, tmp_path):
+    from lagchand_edge.artifact import read_manifest
+    from lagchand_edge.convert import convert
+    from lagchand_edge.io import file_sha256
+
+    [result] = convert("all", "int8", tmp_path / "art", calib_data=synth_root, qat=executorch_qat)
+    manifest = read_manifest(result.path)
+    assert result.path.name == "executorch-int8" and np.isfinite(result.parity_max_vertex_mm)
+    assert manifest["qat"]["checkpoint_sha256"] == file_sha256(executorch_qat) and manifest["calibration"] is None
+    assert manifest["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)  # drift compares with the original FP32
+    assert manifest["recipe"]["quantizer"].startswith("QAT, XNNPACKQuantizer")
+
+
+def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, synth_root):
+    assert_user_error(run_cli("qat", "--target", "tflite", "--data", str(synth_root)), "no QAT path")
+    assert_user_error(run_cli("qat", "--target", "executorch", "--data", str(synth_root), "--split", "test", "--freeze-observers", "2"),
+                      "fraction of training")
+    assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--target", "coreml"), "converts for --target executorch only")
+    assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--checkpoint", str(tiny_checkpoint)), "drop --checkpoint")
+    assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--precision", "fp16"), "builds int8 artifacts")
+    assert_user_error(run_cli("convert", "--qat", str(tiny_checkpoint)), "not a QAT checkpoint")
