@@ -43,7 +43,7 @@ class Recipe:
     calibration: torch.Tensor | None = None
     plan: Int8Plan = field(default_factory=Int8Plan)
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
-    qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (batch 1): converted instead of calibrating
+    qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (dynamic batch): converted instead of calibrating
 
     @property
     def quantized(self) -> bool:

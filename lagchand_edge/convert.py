@@ -149,11 +149,11 @@ def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None 
     calibration = None
     if precision == "int8" or calib_data is not None:
         calibration = _calibration(calib_data, calib_samples)
+    source = _source(checkpoint_path, model)
     results = []
     for name in targets:
         results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
-                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), _source(checkpoint_path, model),
-                                        force, observer))
+                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), source, force, observer))
         if progress:
             progress(1)
     return results
