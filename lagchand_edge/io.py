@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -14,15 +15,52 @@ from lagchand_edge.errors import UserError
 
 
 @contextmanager
+def single_writer(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `target` for the block; a second run writing it is refused.
+
+    The lock is a hidden `.NAME.lock` file beside `target`, removed when the block ends (the
+    inode check after locking makes a lock file removed meanwhile by its holder not count).
+    """
+    lock_path = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{target} is being written by another run right now; wait for it "
+                            "or choose another output") from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextmanager
 def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; rename it into place only if the block succeeds.
 
-    An existing `target` is refused unless `force`, in which case it is replaced at the end.
+    An existing `target` is refused unless `force`, in which case it is replaced at the end; a
+    second run writing the same `target` at the same time is refused, even with `force`.
     """
     target = Path(target)
     if target.exists() and not force:
         raise UserError(f"{target} already exists (use --force to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    with single_writer(target), _staging_dir(target, force) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _staging_dir(target: Path, force: bool) -> Iterator[Path]:
+    """The body of `atomic_dir`, run under its lock."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     tmp.chmod(0o755)
     try:
@@ -76,14 +114,17 @@ def report_files(folder: Path, marker: str, force: bool = False) -> Iterator[Pat
     refuse_existing(folder / marker, force)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{marker}.", suffix=".partial", dir=folder))
     try:
-        yield tmp
-        for file in sorted(tmp.iterdir()):
-            file.chmod(0o644)
-            os.replace(file, folder / file.name)
+        with single_writer(folder / marker):
+            tmp = Path(tempfile.mkdtemp(prefix=f".{marker}.", suffix=".partial", dir=folder))
+            try:
+                yield tmp
+                for file in sorted(tmp.iterdir()):
+                    file.chmod(0o644)
+                    os.replace(file, folder / file.name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if created and not any(folder.iterdir()):  # a failed run leaves no empty folder behind
             folder.rmdir()
 

@@ -45,3 +45,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, sy
     assert not (tmp_path / "new").exists()  # and the check creates nothing
     with pytest.raises(UserError, match="is a file, not a folder"):  # before the first epoch
         train(TrainOptions(data=synth_train_root, out=blocker / "model.safetensors", config="tiny", epochs=1, batch_size=4))
+
+
+def test_a_second_run_writing_the_same_output_at_once_is_refused_even_with_force(tmp_path):
+    target = tmp_path / "tflite-int8"
+    with atomic_dir(target) as tmp:
+        (tmp / "model.tflite").write_text("first")
+        with pytest.raises(UserError, match="being written by another run"):
+            with atomic_dir(target, force=True):
+                pass
+    assert (target / "model.tflite").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tflite-int8"]  # no lock or partial left
+    with report_files(tmp_path / "reports", "profile.json") as tmp:
+        (tmp / "profile.json").write_text("{}")
+        with pytest.raises(UserError, match="being written by another run"):
+            with report_files(tmp_path / "reports", "profile.json", force=True):
+                pass
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["profile.json"]
