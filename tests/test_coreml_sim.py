@@ -51,7 +51,7 @@ def close(got, want, tol=1e-5):
 T = torch.from_numpy
 
 
-@pytest.mark.parametrize("pad_type,pad", [("valid", None), ("same", None), ("custom", [1, 2, 0, 1])])
+@pytest.mark.parametrize("pad_type,pad", [("valid", None), ("same", None), ("same_lower", None), ("custom", [1, 2, 0, 1])])
 @pytest.mark.parametrize("strides,dilations,groups", [([1, 1], [1, 1], 1), ([2, 2], [1, 1], 1), ([1, 1], [2, 2], 1), ([1, 1], [1, 1], 4)])
 def test_conv(tmp_path, pad_type, pad, strides, dilations, groups):
     x, w, b = rand(1, 8, 9, 10), rand(6 if groups == 1 else 8, 8 // groups, 3, 3), rand(6 if groups == 1 else 8)
@@ -61,9 +61,10 @@ def test_conv(tmp_path, pad_type, pad, strides, dilations, groups):
     if pad_type == "custom":
         padded = F.pad(T(x), (pad[2], pad[3], pad[0], pad[1]))
         want = F.conv2d(padded, T(w), T(b), strides, 0, dilations, groups)
-    elif pad_type == "same":
+    elif pad_type.startswith("same"):  # 'same' puts the odd pixel after, 'same_lower' before
         total = [max((-(-size // s) - 1) * s + (3 - 1) * d + 1 - size, 0) for size, s, d in zip((9, 10), strides, dilations, strict=True)]
-        padded = F.pad(T(x), (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2))
+        split = [(t - t // 2, t // 2) if pad_type == "same_lower" else (t // 2, t - t // 2) for t in total]
+        padded = F.pad(T(x), (*split[1], *split[0]))
         want = F.conv2d(padded, T(w), T(b), strides, 0, dilations, groups)
     else:
         want = F.conv2d(T(x), T(w), T(b), strides, 0, dilations, groups)
@@ -86,6 +87,14 @@ def test_binary_broadcast(tmp_path, name, fn):
     close(got, fn(T(x), T(y)))
 
 
+@pytest.mark.parametrize("name,fn", [("greater", torch.gt), ("less", torch.lt), ("equal", torch.eq), ("greater_equal", torch.ge)])
+def test_comparisons(tmp_path, name, fn):
+    x, y = rand(2, 3, 4), rand(3, 1)
+    x[0, :, 0] = y[:, 0]  # ties, where equal and greater_equal differ from greater
+    (got,) = _run(tmp_path, lambda a, b: mb.cast(x=getattr(mb, name)(x=a, y=b), dtype="fp32"), [x.shape, y.shape], x, y, expect_op=name)
+    close(got, fn(T(x), T(y)).float(), 0)
+
+
 @pytest.mark.parametrize("name,build,want", [
     ("relu", lambda v: mb.relu(x=v), torch.relu),
     ("silu", lambda v: mb.silu(x=v), F.silu),
@@ -93,6 +102,7 @@ def test_binary_broadcast(tmp_path, name, fn):
     ("gelu", lambda v: mb.gelu(x=v, mode="EXACT"), F.gelu),
     ("gelu", lambda v: mb.gelu(x=v, mode="TANH_APPROXIMATION"), lambda t: F.gelu(t, approximate="tanh")),
     ("softmax", lambda v: mb.softmax(x=v, axis=1), lambda t: torch.softmax(t, 1)),
+    ("tanh", lambda v: mb.tanh(x=v), torch.tanh),
     ("clip", lambda v: mb.clip(x=v, alpha=-0.5, beta=0.7), lambda t: torch.clamp(t, -0.5, 0.7)),
     ("rsqrt", lambda v: mb.rsqrt(x=mb.abs(x=v), epsilon=1e-3), lambda t: torch.rsqrt(t.abs() + 1e-3)),
 ])
@@ -119,10 +129,11 @@ def test_reductions_and_shapes(tmp_path):
         mb.reshape(x=v, shape=[6, -1]), mb.transpose(x=v, perm=[0, 3, 1, 2]), mb.expand_dims(x=mb.reduce_sum(x=v, axes=[0]), axes=[0, -1]),
         mb.squeeze(x=mb.reshape(x=v, shape=[2, 1, 3, 20]), axes=[1]), mb.tile(x=v, reps=[1, 2, 1, 1]),
         mb.stack(values=[v, v], axis=1), mb.concat(values=[v, v], axis=-1),
+        mb.reduce_max(x=v, axes=[1, 3], keep_dims=False), mb.reduce_max(x=v, axes=[-1], keep_dims=True),
     ], [x.shape], x)
     t = T(x)
     wants = [t.mean((2, 3), keepdim=True), t.sum(1), t.reshape(6, -1), t.permute(0, 3, 1, 2), t.sum(0)[None, ..., None], t.reshape(2, 3, 20),
-             t.repeat(1, 2, 1, 1), torch.stack([t, t], 1), torch.cat([t, t], -1)]
+             t.repeat(1, 2, 1, 1), torch.stack([t, t], 1), torch.cat([t, t], -1), t.amax((1, 3)), t.amax(-1, keepdim=True)]
     for g, w in zip(got, wants, strict=True):
         close(g, w)
 
@@ -133,9 +144,10 @@ def test_split_slice_gather(tmp_path):
     got = _run(tmp_path, lambda v: [*mb.split(x=v, split_sizes=[1, 2, 3], axis=1), *mb.split(x=v, num_splits=2, axis=0),
                                     mb.slice_by_index(x=v, begin=[1, 0, 1], end=[3, 6, 5], stride=[1, 2, 2], end_mask=[False, True, False]),
                                     mb.slice_by_index(x=v, begin=[2, 0, 0], end=[3, 6, 5], squeeze_mask=[True, False, False]),
-                                    mb.gather(x=v, indices=indices, axis=2)], [x.shape], x)
+                                    mb.gather(x=v, indices=indices, axis=2),
+                                    mb.slice_by_size(x=v, begin=[1, 2, 0], size=[2, 3, -1])], [x.shape], x)
     t = T(x)
-    wants = [*torch.split(t, [1, 2, 3], 1), *torch.chunk(t, 2, 0), t[1:3, ::2, 1:5:2], t[2], t[:, :, [4, 0, 2, 2]]]
+    wants = [*torch.split(t, [1, 2, 3], 1), *torch.chunk(t, 2, 0), t[1:3, ::2, 1:5:2], t[2], t[:, :, [4, 0, 2, 2]], t[1:3, 2:5, :]]
     for g, w in zip(got, wants, strict=True):
         close(g, w)
 
