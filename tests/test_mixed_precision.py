@@ -115,3 +115,18 @@ def test_default_plans_name_real_modules(tiny_checkpoint):
     deploy = DeployModel(load_checkpoint(tiny_checkpoint))
     for plan in (DEFAULT_INT8_PLAN, *TARGET_INT8_PLANS.values(), Int8Plan()):
         check_module_names(deploy, plan)
+
+
+def _activation_scales(module) -> list[float]:
+    return [float(n.args[1]) for n in module.graph.nodes if _is(n, "quantize_per_tensor") and isinstance(n.args[1], float)]
+
+
+def test_minmax_observer_gives_the_calibration_range_and_histogram_a_clipped_one(tiny_checkpoint):
+    _, _, images = _exported(tiny_checkpoint)
+    plan = Int8Plan(static=("model.encoder",))
+    scales = {observer: _activation_scales(quantize_pt2e(_exported(tiny_checkpoint)[1].module(), images, plan, observer=observer))
+              for observer in ("minmax", "histogram")}
+    assert len(scales["minmax"]) == len(scales["histogram"]) > 10
+    pairs = list(zip(scales["minmax"], scales["histogram"], strict=True))
+    assert sum(abs(a - b) > 1e-3 * a for a, b in pairs) > len(pairs) // 2  # the observers disagree on most tensors
+    assert sum(a >= b * (1 - 1e-6) for a, b in pairs) > 0.9 * len(pairs)  # and min-max covers the whole range
