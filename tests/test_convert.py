@@ -235,6 +235,26 @@ def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_converter_failing_mid_write_keeps_the_artifact_it_was_to_replace(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):
+    import shutil
+
+    import converters.tflite
+
+    old = tmp_path / "tflite-fp32"
+    shutil.copytree(fp32_artifacts["tflite"].path, old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+
+    def half_written(deploy, example, recipe, out):  # the disk fills up halfway through the flatbuffer
+        (out / converters.tflite.MODEL_FILE).write_bytes(b"TFL3" + bytes(1000))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(converters.tflite, "convert", half_written)
+    with pytest.raises(UserError, match="conversion failed: OSError"):
+        convert("tflite", "fp32", tmp_path, tiny_checkpoint, force=True)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # --force replaces only with a finished artifact
+    assert [p.name for p in tmp_path.iterdir()] == ["tflite-fp32"]  # and no temporary folder or lock is left
+
+
 def test_per_axis_int8_gives_an_int8_table_back_exactly():
     from converters.tflite import _per_axis_int8
 
