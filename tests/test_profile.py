@@ -42,6 +42,14 @@ def test_unstable_series_raise_runs_and_say_so():
     assert "raised" in stability["note"] and stability["attempts"][1]["runs"] == 10
 
 
+def test_series_that_never_agree_are_retried_twice_at_most(monkeypatch):
+    series = iter([[1.0] * 5, [2.0] * 5, [1.0] * 10, [2.0] * 10, [1.0] * 20, [2.0] * 20])  # always 100% apart
+    monkeypatch.setattr(device_runner, "time_calls", lambda call, warmup, runs: next(series))
+    latencies, stability = device_runner.stable_latencies(lambda: None, warmup=1, runs=5)
+    assert [a["runs"] for a in stability["attempts"]] == [5, 10, 20] and [a["warmup"] for a in stability["attempts"]] == [1, 2, 4]
+    assert stability["note"].startswith("unstable after 2 retries") and len(latencies) == 40  # the last attempt's two series
+
+
 class _Tiny(torch.nn.Module):
     def __init__(self):
         super().__init__()
