@@ -50,15 +50,16 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     from ai_edge_quantizer import quantizer
 
     q = quantizer.Quantizer(str(float_path))
-    if recipe.precision == "fp16":
-        q.load_quantization_recipe(FP16_RECIPE)
-        result = q.quantize()
-    else:
-        q.load_quantization_recipe(int8_recipe(model, recipe.plan))
-        signature, input_name = _signature(float_path)
-        samples = [{input_name: image[None].numpy().astype(np.float32)} for image in recipe.calibration]
-        result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
-    with contextlib.redirect_stdout(io.StringIO()):
+    # AI Edge Quantizer prints a size summary to stdout (which would corrupt `--json`) and tqdm bars to stderr
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if recipe.precision == "fp16":
+            q.load_quantization_recipe(FP16_RECIPE)
+            result = q.quantize()
+        else:
+            q.load_quantization_recipe(int8_recipe(model, recipe.plan))
+            signature, input_name = _signature(float_path)
+            samples = [{input_name: image[None].numpy().astype(np.float32)} for image in recipe.calibration]
+            result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
     with _rewrite(out_dir / MODEL_FILE) as flat:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import lagchand_edge
@@ -113,3 +114,34 @@ def test_evaluate_cli_scores_the_model_and_the_baseline(synth_root, synth_train_
     assert report["rotation_err_deg_median"] == model["rotation_error_deg_median"] and 0 <= report["joint_2d_err_px_median"]
     table = run_cli("evaluate", "--data", str(synth_root), "--checkpoint", str(tiny_checkpoint), "--num", "3", check=True).stdout
     assert "3 samples" in table and "MPJPE mm" in table
+
+
+def test_convert_cli_parses_the_int8_plan_and_reports_json(tiny_checkpoint, synth_root, tmp_path):
+    done = run_cli("convert", "--target", "tflite", "--precision", "int8", "--checkpoint", str(tiny_checkpoint), "--calib-data", str(synth_root),
+                   "--calib-samples", "4", "--static", "model.encoder", "--float-activations", "none", "--keep-float", "none",
+                   "--out", str(tmp_path), "--json", check=True)
+    (result,) = json.loads(done.stdout)
+    assert result["target"] == "tflite" and result["precision"] == "int8" and result["parity_max_vertex_mm"] < 5
+    manifest = json.loads((tmp_path / "tflite-int8" / "manifest.json").read_text())
+    assert manifest["recipe"]["int8_plan"] == {"static_w8a8": ["model.encoder"], "float_activations": [], "keep_float": []}
+    assert manifest["calibration"]["count"] == 4
+    again = run_cli("convert", "--target", "tflite", "--precision", "int8", "--checkpoint", str(tiny_checkpoint), "--calib-data", str(synth_root),
+                    "--out", str(tmp_path))
+    assert_user_error(again, "already exists")
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_main_job_end_to_end(tiny_checkpoint, tmp_path):
+    out = tmp_path / "qs"
+    done = run_cli("quickstart", "--checkpoint", str(tiny_checkpoint), "--num", "4", "--precisions", "fp32", "--out", str(out), check=True)
+    assert f"done: {out}" in " ".join(done.stdout.split())
+    made = sorted(p.name for p in (out / "artifacts").iterdir())
+    assert made == ["coreml-fp32", "executorch-fp32", "tflite-fp32"]
+    drift = json.loads((out / "report" / "report.json").read_text())
+    assert drift["passed"] is True and drift["data"]["samples"] == 4
+    assert {row["artifact"]: row["verdict"] for row in drift["artifacts"]} == dict.fromkeys(made, "PASS")
+    profile = json.loads((out / "report" / "profile.json").read_text())
+    profiled = {row["artifact"]: row["status"] for row in profile["results"]}
+    assert profiled == {"pytorch-eager-fp32": "OK", "coreml-fp32": "SKIPPED", "executorch-fp32": "OK", "tflite-fp32": "OK"}  # CoreML: Apple only
+    assert (out / "report" / "report.html").is_file() and (out / "report" / "profile.html").is_file()
+    assert_user_error(run_cli("quickstart", "--checkpoint", str(tiny_checkpoint), "--num", "4", "--out", str(out)), "already exists")
