@@ -76,6 +76,9 @@ def test_train_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_trai
     epoch = json.loads(out.with_suffix(".json").read_text())["history"][0]
     assert epoch["aligned"] > 0 and epoch["edge"] > 0  # both terms ran in the only epoch
     assert_user_error(run_cli(*options, "--loss-weight", "algined=1", "--out", str(tmp_path / "x.safetensors")), "unknown loss 'algined'")
+    kept = out.read_bytes()
+    assert_user_error(run_cli(*options, "--out", str(out)), "already exists (use --force to replace it, or --resume")
+    assert out.read_bytes() == kept  # like every other command, train replaces its output only with --force
 
 
 def test_internal_errors_are_one_line_with_the_traceback_in_a_file():

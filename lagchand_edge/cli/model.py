@@ -49,6 +49,7 @@ def train(
     seed: int = typer.Option(0, help="Seed for weights, shuffling and augmentation."),
     limit: int = typer.Option(None, help="Use only the first N samples."),
     resume: bool = typer.Option(False, help="Continue from OUT's last finished epoch."),
+    force: bool = typer.Option(False, help="Replace OUT if it exists (without it, an existing OUT is refused unless --resume)."),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning; fresh optimizer)."),
     loss_weight: list[str] = typer.Option([], help="Override a loss weight, e.g. heatmap=1000 (repeatable)."),
     edge_from: float = typer.Option(0.5, min=0.0, max=1.0, help="Fraction of training before the edge loss joins (IntagHand: 0.5; 0 to fine-tune)."),
@@ -68,7 +69,7 @@ def train(
     from lagchand_edge.train.losses import parse_weights
 
     options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
-                           seed=seed, limit=limit, resume=resume, init=init, weights=parse_weights(loss_weight), edge_from=edge_from,
+                           seed=seed, limit=limit, resume=resume, force=force, init=init, weights=parse_weights(loss_weight), edge_from=edge_from,
                            bf16=bf16, augment=augment, clip_grad=clip_grad, budget_minutes=budget_minutes, val_data=val_data,
                            val_num=val_num, mano_dir=mano_dir)
     started = time.perf_counter()

@@ -47,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     limit: int | None = None
     resume: bool = False
+    force: bool = False  # replace an existing OUT (without it, and without resume, OUT is refused)
     init: Path | None = None  # start from these weights (fine-tuning), with a fresh optimizer
     bf16: bool = False  # mixed precision: the forward pass under bf16 autocast, weights and losses fp32
     edge_from: float = 0.5  # fraction of training after which the edge loss joins (IntagHand)
@@ -138,6 +139,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
     """Train and return the sidecar info of the last checkpoint written."""
     if opts.schedule not in ("step", "cosine"):
         raise UserError(f"unknown schedule {opts.schedule!r}; choose 'step' or 'cosine'")
+    if Path(opts.out).exists() and not (opts.resume or opts.force):
+        raise UserError(f"{opts.out} already exists (use --force to replace it, or --resume to continue it)")
     check_writable(opts.out)  # before the first epoch, not after it
     rank, world = _distributed()
     device = _device()
