@@ -195,6 +195,9 @@ def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_pat
     assert "Traceback" not in done.stderr
     again = _drift(drift_inputs / "executorch-fp32", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / "b")
     assert again.returncode == 2 and "--force" in again.stderr
+    for missing in ([tmp_path / "nowhere"], [drift_inputs / "tflite-fp32", "--data", tmp_path / "no-data"]):  # refused before any rendering
+        done = _drift(*missing, "--checkpoint", tiny_checkpoint, "--out", tmp_path / "d")
+        assert done.returncode == 2 and done.stderr.strip().endswith(": not found") and not (tmp_path / "d").exists(), done.stderr
 
 
 def test_per_layer_sensitivity_ranks_modules(tiny_checkpoint, synth_root):

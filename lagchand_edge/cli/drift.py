@@ -123,6 +123,9 @@ def drift(
         if not paths and not per_layer:
             raise UserError("give artifact folders to check (or --per-layer for the sensitivity ranking alone)")
         shard_range = parse_shard(shard)
+        for path in [*paths, *([data] if data is not None else [])]:  # before minutes of rendering, not after
+            if not path.exists():
+                raise UserError(f"{path}: not found")
         checkpoint = checkpoint or bundled_checkpoint()
         model = load_checkpoint(checkpoint)
         with tempfile.TemporaryDirectory() as tmp:
