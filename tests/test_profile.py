@@ -116,6 +116,7 @@ def test_profile_artifacts_skips_coreml_and_merges_device_records(fp32_artifacts
     rows = json.loads(done.stdout)["results"]
     assert [r["status"] for r in rows] == ["OK", "SKIPPED", "OK"]
     assert "Mac" in rows[1]["reason"] and rows[2]["label"] == "pixel-8" and rows[2]["merged"]
+    assert rows[0]["speedup_vs_eager"] == 1 and "speedup_vs_eager" not in rows[2]  # no ratio across devices
 
 
 def test_device_runner_needs_no_torch(foreign_models):

@@ -144,7 +144,8 @@ def deployed_macs(config: str) -> int:
 
 def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchors: dict[str, Path] | None = None,
                 merge: list[Path] | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """Profile everything; speed-ups are against the eager FP32 model timed in the same session."""
+    """Profile everything; speed-ups are against the eager FP32 model timed in the same session (none
+    for records merged from other devices)."""
     if settings.threads < 1:
         raise UserError("--threads must be >= 1")
     if settings.runs < 1:
@@ -165,8 +166,8 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
             progress(1)
     rows = [eager, *rows, *merged]
     eager_p50 = eager["record"]["latency_ms"]["p50"]
-    for row in rows:
-        if row["status"] == "OK":
+    for row in rows:  # a merged record ran on another device: this host's eager time is no baseline for it
+        if row["status"] == "OK" and not row.get("merged"):
             row["speedup_vs_eager"] = eager_p50 / row["record"]["latency_ms"]["p50"]
         config = (row.get("source") or {}).get("config")
         if config:
