@@ -148,3 +148,13 @@ def test_quickstart_runs_the_main_job_end_to_end(tiny_checkpoint, tmp_path):
     assert profiled == {"pytorch-eager-fp32": "OK", "coreml-fp32": "SKIPPED", "executorch-fp32": "OK", "tflite-fp32": "OK"}  # CoreML: Apple only
     assert (out / "report" / "report.html").is_file() and (out / "report" / "profile.html").is_file()
     assert_user_error(run_cli("quickstart", "--checkpoint", str(tiny_checkpoint), "--num", "4", "--out", str(out)), "already exists")
+
+
+def test_library_log_lines_stay_off_the_console_unless_verbose(fp32_artifacts, tmp_path):
+    """LiteRT's C++ logger writes "Created TensorFlow Lite XNNPACK delegate" to descriptor 2 itself."""
+    artifact = str(fp32_artifacts["tflite"].path)
+    options = ["drift", artifact, "--num", "2", "--allow-mismatch"]  # the bundled checkpoint as reference: exit 1, a FAIL row
+    quiet = run_cli(*options, "--out", str(tmp_path / "q"))
+    assert quiet.returncode == 1 and "XNNPACK delegate" not in quiet.stderr and "Warning" not in quiet.stderr, quiet.stderr
+    loud = run_cli("--verbose", *options, "--out", str(tmp_path / "v"))
+    assert loud.returncode == 1 and "Created TensorFlow Lite XNNPACK delegate" in loud.stderr, loud.stderr

@@ -23,6 +23,7 @@ from lagchand_edge.cli.predict import predict
 from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.qat import qat
 from lagchand_edge.cli.quickstart import quickstart
+from lagchand_edge.cli.third_party_log import VERBOSE_ENV, StderrDiversion
 from lagchand_edge.errors import UserError
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ app.command()(drift)
 app.command()(predict)
 app.command()(profile)
 app.add_typer(anchors_app, name="anchors")
+_third_party_log = StderrDiversion([console])
 
 
 def _version(value: bool) -> None:
@@ -53,8 +55,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help=f"Show the libraries' own log lines and warnings (or set {VERBOSE_ENV}=1)."),
 ) -> None:
     """lagchand-edge: model, data, conversion, drift and latency for LAGCHand on edge runtimes."""
+    if verbose:
+        _third_party_log.stop()
 
 
 def main() -> None:
@@ -66,6 +71,7 @@ def main() -> None:
     for name in ("coremltools", "absl", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _terminate)  # cleans up as Ctrl-C does: no half-written output
+    _third_party_log.start()
     try:
         code = app(prog_name="lagchand-edge", standalone_mode=False)  # click's errors come here, to be said in one line like ours
     except click_errors.NoArgsIsHelpError as exc:
