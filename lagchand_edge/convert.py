@@ -172,16 +172,17 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
                  int8_plan, force: bool, progress, observer) -> list[ConvertResult]:
     """The int8 artifact of a QAT checkpoint: its target, its plan, its source FP32 model (which
     the parity check and the manifest's source then name, so drift compares with the original)."""
-    from calibration.qat import load_qat
+    from calibration.qat import load_qat, read_qat_info
 
     if checkpoint is not None or config is not None or int8_plan is not None or observer is not None:
         raise UserError("--qat brings its own source checkpoint and int8 plan: drop --checkpoint, --config, --static, "
                         "--float-activations, --keep-float and --observer")
     if precision != "int8":
         raise UserError(f"--qat builds int8 artifacts, not {precision}")
+    trained_for = read_qat_info(path)["target"]  # the sidecar alone: refuse a wrong target before rebuilding the graph
+    if target not in ("all", trained_for):
+        raise UserError(f"{path} was trained with {trained_for}'s quantizer; it converts for --target {trained_for} only")
     graph, model, info = load_qat(path)
-    if target not in ("all", info["target"]):
-        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
     source = _source(Path(info["source"]["checkpoint"]), model)
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
