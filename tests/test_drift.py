@@ -168,6 +168,20 @@ def test_shard_merge_equals_one_process(drift_inputs, tiny_checkpoint, synth_roo
         assert a["accuracy"] == b["accuracy"] and a["drift"] == b["drift"]  # exactly equal, not approximately
 
 
+def test_results_do_not_depend_on_the_batch_size(drift_inputs, tiny_checkpoint, synth_root):
+    """The README promises it (shards and merges rely on it): batch 1 and batch 5 give equal tallies."""
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.drift.harness import run_drift
+
+    model, dataset = load_checkpoint(tiny_checkpoint), InterHandDataset(synth_root, "test")
+    runs = [run_drift(model, tiny_checkpoint, dataset, [drift_inputs / "tflite-int8"], batch_size=size, worst_k=0) for size in (1, 5)]
+    reports = [build_report(run, None, None, None) for run in runs]
+    assert reports[0]["reference"]["accuracy"] == reports[1]["reference"]["accuracy"]
+    (a,), (b,) = (report["artifacts"] for report in reports)
+    assert a["status"] == b["status"] == "RUN" and a["accuracy"] == b["accuracy"] and a["drift"] == b["drift"]  # exactly
+
+
 def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_path):
     from lagchand_edge.checkpoint import bundled_checkpoint
 
