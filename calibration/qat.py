@@ -168,11 +168,12 @@ def _source_model(info: dict) -> LAGCHand:
     return load_checkpoint(source)
 
 
-def load_qat(path: Path) -> tuple[torch.fx.GraphModule, LAGCHand, dict]:
-    """The trained QAT graph (observers frozen, eval mode), its FP32 source model and sidecar."""
+def load_qat(path: Path, info: dict | None = None) -> tuple[torch.fx.GraphModule, LAGCHand, dict]:
+    """The trained QAT graph (observers frozen, eval mode), its FP32 source model and sidecar
+    (`info`: the sidecar already read and checked by `read_qat_info`)."""
     from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval
 
-    info = read_qat_info(path)
+    info = info or read_qat_info(path)
     model = _source_model(info)
     student = student_graph(model, info["target"], Int8Plan.from_dict(info["plan"]))
     load_state(student, path, model.cfg.image_size)

@@ -179,10 +179,10 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
                         "--float-activations, --keep-float and --observer")
     if precision != "int8":
         raise UserError(f"--qat builds int8 artifacts, not {precision}")
-    trained_for = read_qat_info(path)["target"]  # the sidecar alone: refuse a wrong target before rebuilding the graph
-    if target not in ("all", trained_for):
-        raise UserError(f"{path} was trained with {trained_for}'s quantizer; it converts for --target {trained_for} only")
-    graph, model, info = load_qat(path)
+    info = read_qat_info(path)  # the sidecar alone: refuse a wrong target before rebuilding the graph
+    if target not in ("all", info["target"]):
+        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
+    graph, model, info = load_qat(path, info)
     source = _source(Path(info["source"]["checkpoint"]), model)
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
