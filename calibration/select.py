@@ -1,4 +1,4 @@
-"""Pick calibration samples from an InterHand2.6M-format root, reproducibly.
+"""Pick calibration samples from an InterHand2.6M-format root (or a `data cache` of one), reproducibly.
 
 Samples are stratified over captures (round-robin over captures, each shuffled by the seed), so
 a small set still covers every subject; the chosen ids and their hash go into the manifest.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lagchand_edge.data.interhand import InterHandDataset
+from lagchand_edge.data.cache import is_cache, open_dataset
 from lagchand_edge.data.transforms import to_model_input
 
 
@@ -32,10 +32,10 @@ class CalibrationSet:
 
 
 def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test", mano_dir: Path | None = None) -> CalibrationSet:
-    dataset = InterHandDataset(root, split, strict=False, mano_dir=mano_dir)
+    dataset = open_dataset(root, None if is_cache(root) else split, mano_dir)  # a cache holds one split: its own
     by_capture: dict[str, list[int]] = {}
-    for index, record in enumerate(dataset.records):
-        by_capture.setdefault(record.sample_id.split("/")[0], []).append(index)
+    for index, sample_id in enumerate(dataset.sample_ids):
+        by_capture.setdefault(sample_id.split("/")[0], []).append(index)
     rng = np.random.default_rng(seed)
     queues = [list(rng.permutation(indices)) for _, indices in sorted(by_capture.items())]
     chosen: list[int] = []
@@ -45,4 +45,4 @@ def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test
                 chosen.append(int(queue.pop(0)))
     samples = [dataset.load(i) for i in chosen]
     images = to_model_input(np.stack([s["image"] for s in samples]))
-    return CalibrationSet([s["sample_id"] for s in samples], images, f"{root} [{split}]")
+    return CalibrationSet([s["sample_id"] for s in samples], images, f"{root} [{dataset.split}]")

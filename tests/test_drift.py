@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lagchand_edge.drift.harness import DriftRun, Entry, merge_runs, parse_shard, shard_indices
+from lagchand_edge.distributed import shard_indices
+from lagchand_edge.drift.harness import DriftRun, Entry, merge_runs, parse_shard
 from lagchand_edge.drift.report import artifact_row, build_report
 from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally
 from lagchand_edge.errors import UserError
@@ -100,6 +101,18 @@ def test_shards_are_contiguous_and_cover_everything():
             parse_shard(bad)
     with pytest.raises(UserError, match="exactly once"):
         merge_runs([_run_with(0.1, "int8")] * 2)
+
+
+def test_merged_shards_count_each_skipped_record_once():
+    """Every shard indexes the whole data set (and counts its bad records); only load failures are its own."""
+    shards = []
+    for index, unreadable in enumerate((1, 0, 2)):
+        run = _run_with(0.1, "int8")
+        run.shard, run.reading_seconds = (index, 3), 0.5
+        run.data["skipped"] = {"no image": 4} | ({"unreadable at load time": unreadable} if unreadable else {})
+        shards.append(run)
+    merged = merge_runs(shards)
+    assert merged.data["skipped"] == {"no image": 4, "unreadable at load time": 3} and merged.reading_seconds == 1.5
 
 
 # ------------------------------------------------------------------ end to end on tiny artifacts

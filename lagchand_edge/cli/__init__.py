@@ -6,8 +6,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
-import traceback
 import warnings
 
 import typer
@@ -24,7 +22,7 @@ from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.qat import qat
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.cli.third_party_log import VERBOSE_ENV, StderrDiversion
-from lagchand_edge.errors import UserError
+from lagchand_edge.errors import RankFailure, UserError, describe_internal_error
 
 app = typer.Typer(
     name="lagchand-edge",
@@ -88,6 +86,10 @@ def main() -> None:
         sys.exit(2)
     except typer.Abort:  # end of input at a prompt
         sys.exit(130)
+    except RankFailure as exc:  # one rank of a torchrun launch failed: rank 0 says which and why
+        if exc.speak:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.code)
     except UserError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -107,9 +109,5 @@ def _terminate(signum, frame) -> None:
 
 def _internal_error(exc: Exception) -> None:
     """A bug, not a user mistake: one line, and the full traceback in a file to attach to a report."""
-    handle, path = tempfile.mkstemp(prefix="lagchand-edge-error-", suffix=".txt")
-    with os.fdopen(handle, "w") as out:
-        out.write("".join(traceback.format_exception(exc)))
-    console.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc).splitlines()[0] if str(exc) else '')} "
-                  f"(full traceback: {path})", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]{escape(describe_internal_error(exc))}", highlight=False, soft_wrap=True)
     sys.exit(1)

@@ -16,11 +16,12 @@ stdout = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes g
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields `advance(n=1, **fields)`."""
+def progress_bar(description: str, total: int | None, shown: bool = True) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields `advance(n=1, **fields)`. `shown=False` (torchrun's
+    ranks other than 0) draws nothing."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and total is None) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not shown or (not console.is_terminal and total is None)) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:

@@ -16,10 +16,10 @@ from lagchand_edge.errors import UserError
 DEFAULT_SYNTH_SEED = 2024
 
 
-def _synthetic_test_set(tmp: Path, num: int) -> Path:
+def _synthetic_test_set(tmp: Path, num: int, shown: bool = True) -> Path:
     from lagchand_edge.data.synth import write_dataset
 
-    with progress_bar("synthetic test set", num) as advance:
+    with progress_bar("synthetic test set", num, shown) as advance:
         return write_dataset(tmp / "drift-data", num, seed=DEFAULT_SYNTH_SEED, split="test", progress=advance)
 
 
@@ -49,6 +49,30 @@ def _with_rate(advance):
     return tick
 
 
+def _checked_by_all_ranks(ranks, model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k):
+    """The drift run of this launch: one process's (or shard's), or under torchrun every rank's
+    block merged on rank 0 (None on the other ranks)."""
+    from lagchand_edge.distributed import reference_device, shard_indices
+    from lagchand_edge.drift.harness import merge_runs, run_drift, shard_alignment
+
+    align = shard_alignment(reference_device(), batch_size)
+    if ranks.world > 1:
+        shard_range = ranks.shard
+        ranks.block(len(dataset), align)  # refuses a launch that leaves some rank nothing to do
+    total = len(dataset) if ranks.world > 1 else len(shard_indices(len(dataset), shard_range, align))
+    started = time.perf_counter()
+    with progress_bar("drift", total, shown=ranks.leader) as advance:
+        runs = ranks.gather(lambda tick: run_drift(model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k, tick),
+                            _with_rate(advance))
+    if runs is None:
+        return None
+    if len(runs) == 1:
+        return runs[0]
+    run = merge_runs(runs)
+    run.machine |= {"ranks": ranks.world, "elapsed_seconds": time.perf_counter() - started}
+    return run
+
+
 def _render(report: dict, out: Path) -> None:
     from lagchand_edge.drift.report import summary_lines
 
@@ -70,8 +94,9 @@ def _render(report: dict, out: Path) -> None:
     if timing["overhead_ratio"]:
         stdout.print(f"harness overhead: {timing['wall_seconds']:.1f} s wall / {timing['inference_seconds']:.1f} s pure inference "
                      f"= {timing['overhead_ratio']:.2f}x (goal <= 1.25x)")
-    from lagchand_edge.drift.report import interpreter_speed
+    from lagchand_edge.drift.report import interpreter_speed, throughput_line
 
+    stdout.print(throughput_line(report))
     if interpreter_speed(report):
         stdout.print(interpreter_speed(report))
     if report.get("sensitivity"):
@@ -82,7 +107,7 @@ def _render(report: dict, out: Path) -> None:
 
 def drift(
     paths: list[Path] = typer.Argument(None, help="Artifact folders, or folders holding them; 'merge' then shard folders to merge."),
-    data: Path = typer.Option(None, help="InterHand2.6M-format root; default: a synthetic test set made on the fly."),
+    data: Path = typer.Option(None, help="InterHand2.6M-format root or a `data cache` of one; default: a synthetic set made on the fly."),
     split: str = typer.Option("test"),
     num: int = typer.Option(200, min=1, help="Samples (synthetic set size, or the first N of --data)."),
     checkpoint: Path = typer.Option(None, help="FP32 reference checkpoint; default: the bundled one."),
@@ -90,7 +115,8 @@ def drift(
     max_mpjpe_drift: float = typer.Option(None, help="Gate on |ΔMPJPE| mm for every artifact (default by precision: fp32 0.01, fp16 0.1, int8 1.0)."),
     max_mpvpe_drift: float = typer.Option(None, help="Gate on |ΔMPVPE| mm (same defaults)."),
     max_vertex_drift: float = typer.Option(None, min=0, help="Also gate on the p95 vertex drift from FP32's outputs, mm (off by default)."),
-    shard: str = typer.Option(None, help="Check only shard INDEX/COUNT of the data; merge shards with 'drift merge'."),
+    shard: str = typer.Option(None, help="Check only shard INDEX/COUNT of the data; merge shards with 'drift merge' (torchrun does both itself)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable record, naming it (default: skip and count it)."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Also rank modules by the int8 drift they cause (PT2E)."),
     allow_mismatch: bool = typer.Option(False, help="Accept artifacts converted from another checkpoint."),
     batch_size: int = typer.Option(8, min=1),
@@ -102,10 +128,13 @@ def drift(
     """Check artifacts against the FP32 reference on InterHand2.6M samples; exit 1 if any FAILs or cannot be read.
 
     `lagchand-edge drift merge SHARD_OUT... --out DIR` folds `--shard` runs into one report.
+    Under `torchrun --nproc_per_node P -m lagchand_edge drift ...` each rank checks its block and
+    rank 0 writes the report one process would have written.
     """
     from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
-    from lagchand_edge.data.interhand import InterHandDataset
-    from lagchand_edge.drift.harness import load_run, merge_runs, parse_shard, run_drift, shard_indices
+    from lagchand_edge.data.cache import open_dataset
+    from lagchand_edge.distributed import process_group
+    from lagchand_edge.drift.harness import load_run, merge_runs, parse_shard
     from lagchand_edge.drift.report import build_report, write_report
     from lagchand_edge.io import refuse_existing, report_files
 
@@ -128,11 +157,14 @@ def drift(
                 raise UserError(f"{path}: not found")
         checkpoint = checkpoint or bundled_checkpoint()
         model = load_checkpoint(checkpoint)
-        with tempfile.TemporaryDirectory() as tmp:
-            root = data if data is not None else _synthetic_test_set(Path(tmp), num)
-            dataset = InterHandDataset(root, split, mano_dir=mano_dir, strict=False, limit=num)
-            with progress_bar("drift", len(shard_indices(len(dataset), shard_range))) as advance:
-                run = run_drift(model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k, _with_rate(advance))
+        with process_group() as ranks, tempfile.TemporaryDirectory() as tmp:
+            if ranks.world > 1 and shard:
+                raise UserError("--shard under torchrun: the ranks are the shards; give one or the other")
+            root = data if data is not None else _synthetic_test_set(Path(tmp), num, shown=ranks.leader)
+            dataset = open_dataset(root, split, mano_dir, limit=num, strict=strict)
+            run = _checked_by_all_ranks(ranks, model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k)
+            if run is None:
+                return  # a rank other than 0: rank 0 writes the report
             sensitivity = _sensitivity(model, dataset, min(num, 32)) if per_layer else None
         if data is None:
             run.data["root"] = f"synthetic (seed {DEFAULT_SYNTH_SEED}, {num} samples)"

@@ -91,6 +91,16 @@ def train(
                          f"2D joint error {last['val_joint_2d_px']:.1f} px (medians)")
 
 
+def _scored_by_all_ranks(ranks, predictor, dataset, batch_size: int, label: str) -> dict | None:
+    """`predictor`'s metrics over the data set, each torchrun rank scoring its block (None off rank 0)."""
+    from lagchand_edge.evaluate import sample_errors, score
+
+    block = ranks.block(len(dataset), batch_size)
+    with progress_bar(label, len(dataset), shown=ranks.leader) as advance:
+        parts = ranks.gather(lambda tick: sample_errors(predictor, dataset, block, batch_size, progress=tick), advance)
+    return None if parts is None else score(parts)
+
+
 def evaluate(
     data: Path = typer.Option(..., help="InterHand2.6M-format root, or a cache of one (`data cache`)."),
     checkpoint: Path = typer.Option(None, help="Checkpoint (.safetensors); default: the bundled reference."),
@@ -99,20 +109,30 @@ def evaluate(
     batch_size: int = typer.Option(16, min=1, help="Images per forward pass."),
     baseline_from: Path = typer.Option(None, help="Also score a mean-pose baseline: the mean hands of this root's (or cache's) train split."),
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable record, naming it (default: skip and count it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """MPJPE / MPVPE (mm, IntagHand protocol) per hand and per joint, on CUDA when available."""
+    """MPJPE / MPVPE (mm, IntagHand protocol) per hand and per joint, on CUDA when available.
+
+    Under `torchrun --nproc_per_node P -m lagchand_edge evaluate ...` each rank scores its block
+    of the data and rank 0 prints what one process would have printed.
+    """
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.data.cache import open_dataset
-    from lagchand_edge.evaluate import MeanPoseBaseline, evaluate_model, mean_hands
+    from lagchand_edge.distributed import process_group, reference_device
+    from lagchand_edge.evaluate import MeanPoseBaseline, mean_hands
 
-    dataset = open_dataset(data, split, mano_dir, limit=num)
-    model = load_checkpoint(checkpoint, hands=dataset.hands)
-    with progress_bar("evaluating", len(dataset)) as advance:
-        results = {"model": evaluate_model(model, dataset, batch_size, progress=advance)}
+    with process_group() as ranks:
+        dataset = open_dataset(data, split, mano_dir, limit=num, strict=strict)
+        model = load_checkpoint(checkpoint, hands=dataset.hands)
+        results = {"model": _scored_by_all_ranks(ranks, model, dataset, batch_size, "evaluating")}
+        if baseline_from is not None:
+            baseline = MeanPoseBaseline(*mean_hands(open_dataset(baseline_from, "train", mano_dir)))
+            results["mean_pose_baseline"] = _scored_by_all_ranks(ranks, baseline, dataset, batch_size, "mean-pose baseline")
+    if not ranks.leader:
+        return  # rank 0 prints for the launch
+    results["model"]["device"] = str(reference_device())
     if baseline_from is not None:
-        baseline = MeanPoseBaseline(*mean_hands(open_dataset(baseline_from, "train", mano_dir)))
-        results["mean_pose_baseline"] = evaluate_model(baseline, dataset, batch_size)
         results["ratio_to_baseline"] = results["mpjpe_ratio"] = results["model"]["mpjpe"] / results["mean_pose_baseline"]["mpjpe"]
     results["rotation_err_deg_median"] = results["model"]["rotation_error_deg_median"]
     results["joint_2d_err_px_median"] = results["model"]["joint_2d_err_px_median"]

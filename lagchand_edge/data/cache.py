@@ -126,8 +126,10 @@ class CachedDataset(torch.utils.data.Dataset):
     __getitem__ = load
 
 
-def open_dataset(path: Path, split: str, mano_dir: Path | None = None, limit: int | None = None) -> InterHandDataset | CachedDataset:
-    """A cache when `path` holds one, else the root read by the (lenient) InterHand2.6M reader."""
+def open_dataset(path: Path, split: str | None, mano_dir: Path | None = None, limit: int | None = None,
+                 strict: bool = False) -> InterHandDataset | CachedDataset:
+    """A cache when `path` holds one, else the root read by the InterHand2.6M reader (lenient:
+    bad records are skipped and counted; strict: the first one stops the run, named)."""
     if is_cache(path):
         return CachedDataset(path, split, mano_dir, limit)
-    return InterHandDataset(path, split, mano_dir=mano_dir, strict=False, limit=limit)
+    return InterHandDataset(path, split, mano_dir=mano_dir, strict=strict, limit=limit)

@@ -118,6 +118,10 @@ class InterHandDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def sample_ids(self) -> list[str]:
+        return [record.sample_id for record in self.records]
+
     def _vertices_world(self, record: Record) -> np.ndarray:
         out = []
         for side in HAND_NAMES:

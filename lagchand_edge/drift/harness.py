@@ -1,8 +1,9 @@
 """The drift harness: every artifact against the FP32 reference, on the same samples, in one pass.
 
-Images are decoded once per batch; the reference runs once per batch (on CUDA when present);
-each runnable artifact runs on the same images. A run covers the whole data set or one shard
-(`index/count`, a contiguous block); its state is saved so shards merge exactly.
+Images are decoded once per batch (or read from a `data cache`); the FP32 reference runs on the
+same images (on CUDA when present, batched there), then each runnable artifact. A run covers the
+whole data set or one shard (`index/count`, a contiguous block whose boundaries fall on batch
+boundaries); its state is saved so shards, by hand or from torchrun's ranks, merge exactly.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import torch
 from lagchand_edge.artifact import find_artifacts, load_runner, read_manifest, tool_versions
 from lagchand_edge.data.interhand import InterHandDataset, collate
 from lagchand_edge.data.transforms import to_model_input
+from lagchand_edge.distributed import reference_device, shard_indices
 from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally, WorstSample
 from lagchand_edge.errors import UserError
-from lagchand_edge.evaluate import best_device
 from lagchand_edge.hand.joints import HAND_NAMES
 from lagchand_edge.io import file_sha256
 from lagchand_edge.model import DeployModel, HandPrediction, LAGCHand
@@ -30,6 +31,7 @@ from lagchand_edge.model import DeployModel, HandPrediction, LAGCHand
 #: Default gate on |ΔMPJPE| and |ΔMPVPE| (mm) per precision (issue #5).
 DEFAULT_GATES = {"fp32": 0.01, "fp16": 0.1, "w8": 1.0, "int8": 1.0}
 STATE_FILE = "drift-state.json"
+UNREADABLE_AT_LOAD = "unreadable at load time"
 WORST_FILE = "drift-worst.npz"
 
 
@@ -89,11 +91,6 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def shard_indices(total: int, shard: tuple[int, int]) -> range:
-    index, count = shard
-    return range(total * index // count, total * (index + 1) // count)
-
-
 def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
         return (0, 1)
@@ -120,12 +117,13 @@ class DriftRun:
     wall_seconds: float
     machine: dict
     faces: dict[str, np.ndarray] | None = None  # for drawing the worst samples' meshes
+    reading_seconds: float = 0.0  # decoding and cropping (or reading a cache), batching included
 
     def state(self) -> dict:
         return {
             "reference": self.reference, "data": self.data, "shard": list(self.shard), "sample_ids": self.sample_ids,
             "reference_accuracy": self.reference_accuracy.state(), "reference_seconds": self.reference_seconds,
-            "wall_seconds": self.wall_seconds, "machine": self.machine,
+            "reading_seconds": self.reading_seconds, "wall_seconds": self.wall_seconds, "machine": self.machine,
             "artifacts": [{"path": str(e.path), "manifest": e.manifest, "status": e.status, "reason": e.reason, "runtime": e.runtime,
                            "seconds": e.seconds, "accuracy": e.accuracy.state(), "drift": e.drift.state()} for e in self.entries],
         }
@@ -166,7 +164,8 @@ def load_run(folder: Path) -> DriftRun:
                              item.get("runtime", "")))
     return DriftRun(state["reference"], state["data"], tuple(state["shard"]), entries, AccuracyTally.from_state(state["reference_accuracy"]),
                     state["sample_ids"], state["reference_seconds"], state["wall_seconds"], state["machine"],
-                    {side: arrays[f"faces_{side}"] for side in HAND_NAMES} if "faces_right" in arrays else None)
+                    {side: arrays[f"faces_{side}"] for side in HAND_NAMES} if "faces_right" in arrays else None,
+                    state.get("reading_seconds", 0.0))
 
 
 def machine_info(device: torch.device) -> dict:
@@ -182,20 +181,21 @@ def machine_info(device: torch.device) -> dict:
 
 def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, artifacts: list[Path], shard: tuple[int, int] = (0, 1),
               batch_size: int = 8, allow_mismatch: bool = False, worst_k: int = 4,
-              progress: Callable[[int], None] | None = None) -> DriftRun:
+              progress: Callable[[int], None] | None = None, device: torch.device | None = None) -> DriftRun:
     """One pass over (a shard of) the data: reference once per batch, then every artifact."""
     reference_sha = file_sha256(checkpoint)
     entries = open_entries(artifacts, reference_sha, allow_mismatch, worst_k)
-    indices = shard_indices(len(dataset), shard)
+    device = device or reference_device()
+    indices = shard_indices(len(dataset), shard, align=shard_alignment(device, batch_size))
     if len(indices) == 0:
         raise UserError("the data set (or this shard of it) is empty")
-    device = best_device()
     deploy = DeployModel(model.to(device), deployed_form=False).eval()  # FP32 reference: the deployed outputs, no training heatmaps
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size, shuffle=False, collate_fn=collate)
     reference_accuracy, sample_ids = AccuracyTally(), []
-    reference_seconds, dropped = 0.0, 0
+    reference_seconds, reading_seconds, dropped = 0.0, 0.0, 0
     started = time.perf_counter()
-    for batch in loader:
+    for batch, seconds in _timed(loader):
+        reading_seconds += seconds
         if batch is None:
             continue
         images_u8 = batch["image"].numpy()
@@ -204,9 +204,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
         gt_vertices = batch["vertices_cam"].numpy().astype(np.float64) if dataset.has_mesh else None
         valid = batch["joint_valid"].numpy()
         tick = time.perf_counter()
-        with torch.no_grad():  # one image at a time, as the artifacts run: results must not depend on batching (shards)
-            outputs = [deploy(images[i : i + 1].to(device)) for i in range(len(images))]
-            reference = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
+        reference = reference_outputs(deploy, images, device)
         reference_seconds += time.perf_counter() - tick
         ref = Aligned.of(reference, gt_joints)
         reference_accuracy.update(ref, gt_joints, gt_vertices, valid)
@@ -232,15 +230,45 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
         if progress:
             progress(len(images_u8) + batch["dropped"])
     wall = time.perf_counter() - started
+    for entry in entries:
+        entry.runner = None  # the runtimes are done; a run is plain data (it travels between torchrun's ranks)
     if not sample_ids:
         raise UserError("no sample of the data set could be read")
-    if dropped:
-        dataset.skipped["unreadable at load time"] += dropped
-    data = {"root": str(dataset.root), "split": dataset.split, "total": len(dataset), "has_mesh": dataset.has_mesh,
-            "skipped": dict(dataset.skipped)}
+    skipped = dict(dataset.skipped) | ({UNREADABLE_AT_LOAD: dropped} if dropped else {})  # the index's skips, then this shard's
+    data = {"root": str(dataset.root), "split": dataset.split, "total": len(dataset), "has_mesh": dataset.has_mesh, "skipped": skipped}
     reference = {"checkpoint": str(checkpoint), "sha256": reference_sha, "config": model.cfg.name}
     faces = {side: dataset.hands[side].faces for side in HAND_NAMES} if dataset.has_mesh else None
-    return DriftRun(reference, data, shard, entries, reference_accuracy, sample_ids, reference_seconds, wall, machine_info(device), faces)
+    return DriftRun(reference, data, shard, entries, reference_accuracy, sample_ids, reference_seconds, wall, machine_info(device), faces,
+                    reading_seconds)
+
+
+def _timed(iterable):
+    """Each item with the seconds spent producing it (the data loader's share of the run)."""
+    iterator = iter(iterable)
+    while True:
+        tick = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - tick
+
+
+def shard_alignment(device: torch.device, batch_size: int) -> int:
+    """Shard boundaries must fall on batch boundaries only where the reference runs batched (a GPU):
+    then every shard's batches are the one-process run's, and so are the outputs."""
+    return batch_size if device.type == "cuda" else 1
+
+
+def reference_outputs(deploy: DeployModel, images: torch.Tensor, device: torch.device) -> HandPrediction:
+    """The FP32 reference on a batch. On a GPU the batch runs at once (eval-mode outputs do not
+    depend on batching; a test checks it on the CPU); on the CPU one image at a time, as the
+    artifacts run, so that tallies are exactly equal whatever the batch size."""
+    with torch.no_grad():
+        if device.type == "cuda":
+            return HandPrediction.from_outputs(deploy(images.to(device)))
+        outputs = [deploy(images[i : i + 1].to(device)) for i in range(len(images))]
+        return HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
 
 
 def merge_runs(runs: list[DriftRun]) -> DriftRun:
@@ -258,7 +286,11 @@ def merge_runs(runs: list[DriftRun]) -> DriftRun:
         if [e.manifest.get("sha256") for e in run.entries] != [e.manifest.get("sha256") for e in first.entries]:
             raise UserError("shards checked different artifacts; merge only shards of one drift run")
     merged = DriftRun(first.reference, dict(first.data), (0, 1), [], AccuracyTally(), [], 0.0, 0.0, first.machine, first.faces)
-    merged.data["skipped"] = {}
+    # Records skipped while indexing are the whole data set's, counted alike by every shard; images that failed to load are each shard's own.
+    merged.data["skipped"] = {reason: n for reason, n in first.data.get("skipped", {}).items() if reason != UNREADABLE_AT_LOAD}
+    unreadable = sum(run.data.get("skipped", {}).get(UNREADABLE_AT_LOAD, 0) for run in runs)
+    if unreadable:
+        merged.data["skipped"][UNREADABLE_AT_LOAD] = unreadable
     for a, template in enumerate(first.entries):
         entry = Entry(template.path, template.manifest, "RUN", "", None, AccuracyTally(), DriftTally(template.drift.worst_k),
                       runtime=template.runtime)
@@ -274,7 +306,6 @@ def merge_runs(runs: list[DriftRun]) -> DriftRun:
         merged.reference_accuracy.merge(run.reference_accuracy)
         merged.sample_ids += run.sample_ids
         merged.reference_seconds += run.reference_seconds
+        merged.reading_seconds += run.reading_seconds
         merged.wall_seconds += run.wall_seconds
-        for reason, n in run.data.get("skipped", {}).items():
-            merged.data["skipped"][reason] = merged.data["skipped"].get(reason, 0) + n
     return merged

@@ -76,12 +76,29 @@ def build_report(run: DriftRun, max_mpjpe: float | None = None, max_mpvpe: float
         "shard": list(run.shard),
         "artifacts": rows,
         "passed": all(r["verdict"] in ("PASS", "SKIPPED") for r in rows),
-        "timing": {"wall_seconds": run.wall_seconds, "inference_seconds": inference,
-                   "overhead_ratio": run.wall_seconds / inference if inference else None},
+        "timing": {"wall_seconds": run.wall_seconds, "inference_seconds": inference, "reading_seconds": run.reading_seconds,
+                   "overhead_ratio": run.wall_seconds / inference if inference else None,
+                   "reading_share": run.reading_seconds / run.wall_seconds if run.wall_seconds else None,
+                   "samples_per_second": stage_rates(run)},
         "machine": run.machine,
         "sensitivity": sensitivity,
         "sample_ids": run.sample_ids,
     }
+
+
+def stage_rates(run: DriftRun) -> dict[str, float | None]:
+    """Samples per second of each stage alone: reading, the FP32 reference, each artifact that ran
+    (per process: under torchrun the seconds are summed over the ranks)."""
+    samples = len(run.sample_ids)
+    stages = {"reading": run.reading_seconds, "reference": run.reference_seconds}
+    stages |= {entry.name: entry.seconds for entry in run.entries if entry.status == "RUN"}
+    return {name: samples / seconds if seconds else None for name, seconds in stages.items()}
+
+
+def throughput_line(report: dict) -> str:
+    timing = report["timing"]
+    rates = ", ".join(f"{name} {_fmt(rate, 1)}" for name, rate in timing["samples_per_second"].items())
+    return f"Throughput (samples/s per process): {rates}; reading is {100 * (timing['reading_share'] or 0):.0f}% of the wall time"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -219,13 +236,19 @@ def _overview(report: dict) -> list[str]:
              f"Data: `{report['data']['root']}` [{report['data']['split']}], {report['data']['samples']} samples"
              + (f" ({describe_skipped(report['data']['skipped'])})" if report["data"].get("skipped") else ""),
              f"Harness: {timing['wall_seconds']:.1f} s wall for {timing['inference_seconds']:.1f} s of inference "
-             f"(overhead ratio {_fmt(timing['overhead_ratio'], 2)})",
+             f"(overhead ratio {_fmt(timing['overhead_ratio'], 2)})" + _ranks(report["machine"]),
+             throughput_line(report),
              f"Verdict: {'PASS' if report['passed'] else 'FAIL'}"]
     sim = interpreter_speed(report)
     if sim:
         lines.append(sim)
     lines += [f"{r['artifact']}: {r['verdict']}: {r['reason']}" for r in report["artifacts"] if r["verdict"] in ("ERROR", "SKIPPED")]
     return lines
+
+
+def _ranks(machine: dict) -> str:
+    ranks = machine.get("ranks", 1)
+    return f"; {ranks} torchrun ranks, {machine['elapsed_seconds']:.1f} s elapsed" if ranks > 1 else ""
 
 
 def interpreter_speed(report: dict) -> str | None:

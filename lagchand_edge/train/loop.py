@@ -25,6 +25,7 @@ from lagchand_edge.checkpoint import load_checkpoint, save_checkpoint, sidecar_p
 from lagchand_edge.data.cache import open_dataset
 from lagchand_edge.data.interhand import collate
 from lagchand_edge.data.transforms import to_model_input
+from lagchand_edge.distributed import local_device
 from lagchand_edge.errors import UserError
 from lagchand_edge.io import atomic_write_bytes, check_writable
 from lagchand_edge.model import create_model
@@ -89,15 +90,6 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _device() -> torch.device:
-    """This process's GPU (torchrun's LOCAL_RANK) when CUDA is there, else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
-    return device
-
-
 def optimizer_path(out: Path) -> Path:
     return out.with_name(out.stem + ".optimizer.safetensors")
 
@@ -143,7 +135,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
         raise UserError(f"{opts.out} already exists (use --force to replace it, or --resume to continue it)")
     check_writable(opts.out)  # before the first epoch, not after it
     rank, world = _distributed()
-    device = _device()
+    device = local_device()
     torch.manual_seed(opts.seed)
     dataset = open_dataset(opts.data, "train", opts.mano_dir, opts.limit)
     if not dataset.has_mesh:

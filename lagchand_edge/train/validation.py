@@ -26,7 +26,7 @@ class Validator:
         self.baseline_mpjpe = evaluate_model(baseline, self.dataset, device=torch.device("cpu"))["mpjpe"]
 
     def __call__(self, model) -> dict[str, float]:
-        metrics = evaluate_model(model, self.dataset)
+        metrics = evaluate_model(model, self.dataset, device=next(model.parameters()).device)  # where it trains, TF32 as it trains
         return {"val_mpjpe": round(metrics["mpjpe"], 3), "val_ratio": round(metrics["mpjpe"] / self.baseline_mpjpe, 4),
                 "val_rotation_deg": round(metrics["rotation_error_deg_median"], 2),
                 "val_joint_2d_px": round(metrics.get("joint_2d_err_px_median", float("nan")), 2)}
