@@ -8,6 +8,10 @@ Termux on an Android phone. It prints one JSON latency record, which
 
     python3 device_runner.py model.tflite --threads 4 --runs 100 > record.json
 
+On a host with lagchand-edge installed it also times a LAGCHand checkpoint (.safetensors) as
+the FP32 eager PyTorch model, the same way: `lagchand-edge profile` runs this program for every
+row, so the baseline and the artifacts share one timing method.
+
 Timing: warm-up runs, then two back-to-back series of timed runs; when their p50s differ by
 more than 10% the counts are doubled and the measurement repeated (up to twice), and the
 record says so. Random inputs of the model's declared shapes and dtypes.
@@ -424,6 +428,40 @@ class ExecuTorchModel:
                 "delegate_calls": int((frame["event_name"] == "DELEGATE_CALL").sum())}
 
 
+class EagerModel:
+    """A LAGCHand checkpoint as the FP32 eager PyTorch model (host only: needs lagchand-edge)."""
+
+    RUNTIME = "pytorch-eager"
+    PACKAGE = "torch"
+
+    @staticmethod
+    def import_runtime() -> None:
+        import lagchand_edge.checkpoint  # noqa: F401
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import torch
+
+        from lagchand_edge.checkpoint import load_checkpoint
+        from lagchand_edge.model import DeployModel
+
+        torch.set_num_threads(threads)
+        self.model = DeployModel(load_checkpoint(path), deployed_form=False).eval()  # PyTorch as trained
+        size = self.model.model.cfg.image_size
+        self.image = torch.from_numpy(random_input((1, 3, size, size), np.float32))
+
+    def __call__(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self.model(self.image)
+
+    def input_spec(self) -> list[dict]:
+        return [{"shape": list(self.image.shape), "dtype": "float32"}]
+
+    def graph_macs(self) -> None:
+        return None  # the profiler counts the config's MACs itself
+
+
 def _scalar_dtype(scalar_type) -> np.dtype:
     name = str(scalar_type).split(".")[-1].lower()
     return np.dtype({"float": "float32", "half": "float16", "double": "float64", "long": "int64", "int": "int32", "char": "int8",
@@ -433,9 +471,9 @@ def _scalar_dtype(scalar_type) -> np.dtype:
 def profile(path: Path, threads: int, warmup: int, runs: int, ops: bool = True, top: int = 12) -> dict:
     """Load, first inference, stable timed runs, memory and (optionally) the op breakdown of one model."""
     suffix = path.suffix.lower()
-    kinds = {".tflite": LiteRTModel, ".pte": ExecuTorchModel}
+    kinds = {".tflite": LiteRTModel, ".pte": ExecuTorchModel, ".safetensors": EagerModel}
     if suffix not in kinds or not path.is_file():
-        raise SystemExit(f"error: {path}: expected an existing .tflite or .pte file")
+        raise SystemExit(f"error: {path}: expected an existing .tflite or .pte file (or, on a host, a .safetensors checkpoint)")
     kind = kinds[suffix]
     try:
         kind.import_runtime()
@@ -460,7 +498,7 @@ def profile(path: Path, threads: int, warmup: int, runs: int, ops: bool = True, 
         "cpu": cpu_model(), "machine": platform.machine(), "host": platform.node(), "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    if ops:
+    if ops and kind is not EagerModel:
         record["op_breakdown"] = kind.op_breakdown(path, threads, top) if kind is ExecuTorchModel else model.op_breakdown(top)
     return record
 

@@ -1,8 +1,9 @@
 """One profiling session: every artifact, the FP32 eager model and the anchors, each timed in a
 fresh process with the same threads and input shape, so load time and peak memory are its own.
 
-Artifacts run through the standalone device runner (`apps/device_runner/device_runner.py`),
-the same program users copy to their devices; its records from devices merge in unchanged.
+Everything runs through the standalone device runner (`apps/device_runner/device_runner.py`),
+the program users copy to their devices, started by its path like any other program (the
+library does not import the app); its records from devices merge in unchanged.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.device_runner import device_runner
 from converters import target_for_file
 from lagchand_edge.artifact import MANIFEST, find_artifacts, read_manifest
 from lagchand_edge.errors import UserError
 
 HOST_LABEL = "host proxy"
+DEVICE_RUNNER = Path(__file__).resolve().parents[2] / "apps" / "device_runner" / "device_runner.py"
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Settings:
 
     def device_runner(self, model: Path) -> list[str]:
         """The device-runner command that profiles `model` (its op breakdown too, unless ops is off)."""
-        return [sys.executable, device_runner.__file__, str(model), *self.flags()] + ([] if self.ops else ["--no-ops"])
+        return [sys.executable, str(DEVICE_RUNNER), str(model), *self.flags()] + ([] if self.ops else ["--no-ops"])
 
 
 def _run_json(command: list[str]) -> dict:
@@ -81,7 +82,7 @@ def profile_eager(checkpoint: Path | None, settings: Settings) -> dict:
 
     checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint()
     config = read_metadata(checkpoint)["config"]
-    record = _run_json([sys.executable, "-m", "lagchand_edge.profile.eager", *settings.flags(), "--checkpoint", str(checkpoint)])
+    record = _run_json(settings.device_runner(checkpoint))
     return {"artifact": "pytorch-eager-fp32", "path": str(checkpoint), "target": "pytorch", "precision": "fp32", "status": "OK",
             "label": HOST_LABEL, "sha256": record["sha256"], "source": {"config": config}, "record": record}
 
@@ -173,6 +174,33 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
         if config:
             row["source_macs"] = deployed_macs(config)
         row["macs"] = row.get("source_macs") or (row.get("record") or {}).get("graph_macs")  # a foreign model's from its graph
-    return {"schema_version": 1, "label": HOST_LABEL, "settings": vars(settings), "machine": {"cpu": device_runner.cpu_model(),
+    return {"schema_version": 1, "label": HOST_LABEL, "settings": vars(settings), "machine": {"cpu": eager["record"]["cpu"],
             "platform": eager["record"]["platform"]}, "eager_p50_ms": eager_p50, "results": rows}
 
+
+
+def profile_to(out: Path, paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchor: bool = False,
+               merge: list[Path] | None = None, force: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+    """Profile everything and write profile.json / .md / .html into `out` (beside a drift report
+    there, an accuracy-vs-latency chart joins them). `progress` counts models: `count_models`."""
+    from lagchand_edge.io import refuse_existing, report_files
+    from lagchand_edge.profile.anchors import cached_anchors
+    from lagchand_edge.profile.report import write_profile_report
+
+    if settings.threads < 1 or settings.runs < 1 or settings.warmup < 0:
+        raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
+    if not paths and not merge and not anchor:
+        raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
+    refuse_existing(out / "profile.json", force)
+    anchors = cached_anchors() if anchor else None
+    with report_files(out, "profile.json", force=force) as tmp:
+        session = run_session(paths, settings, checkpoint, anchors, merge, progress)
+        write_profile_report(session, tmp, drift_dir=out)
+    return session
+
+
+def count_models(paths: list[Path], anchor: bool) -> int:
+    """How many models `profile_to` times: the eager model, every artifact, the cached anchors."""
+    from lagchand_edge.profile.anchors import cached_anchors
+
+    return 1 + len(find_artifacts(paths)) + (len(cached_anchors()) if anchor else 0)
