@@ -31,6 +31,31 @@ def test_version_and_help():
         assert "Usage" in run_cli(*command, "--help", check=True).stdout
 
 
+def test_every_option_says_what_it_does():
+    """#22: help text for every option of every command, and no `<bool>` where a flag takes no value."""
+    import typer.main
+
+    from lagchand_edge.cli import app
+
+    def commands(command, path=()):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, (*path, name))
+        if not hasattr(command, "commands"):
+            yield path, command
+
+    found = list(commands(typer.main.get_command(app)))
+    assert len(found) >= 15 and {("drift", "check"), ("drift", "merge")} <= {path for path, _ in found}
+    silent = [f"{' '.join(path)} {param.name}" for path, command in found for param in command.params if not getattr(param, "help", None)]
+    assert silent == []
+    assert "<bool>" not in run_cli("drift", "check", "--help", check=True).stdout
+
+
+def test_drift_merge_is_a_command_of_its_own():
+    merge = run_cli("drift", "merge", "--help", check=True).stdout
+    assert "Fold shard outputs" in merge and "--max-vertex-drift" in merge and "--per-layer" not in merge
+    assert_user_error(run_cli("drift", "merge", "/nonexistent-shard", "--out", "/tmp/lagchand-no-such-merge"), "not a drift output folder")
+
+
 def test_info_counts_the_training_model_and_the_deployed_one():
     report = json.loads(run_cli("info", "--config", "tiny", "--json", check=True).stdout)
     assert report["modules"][-1]["module"] == "total" and 0 < report["deployed_gmacs"] < report["gmacs"]

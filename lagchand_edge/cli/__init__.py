@@ -11,18 +11,29 @@ import warnings
 import typer
 from rich.markup import escape
 from typer._click import exceptions as click_errors  # typer 0.29 runs its own copy of click: these are its errors
+from typer.core import TyperOption
 
 from lagchand_edge import __version__
 from lagchand_edge.cli import data, model
 from lagchand_edge.cli.common import console
 from lagchand_edge.cli.convert import convert
-from lagchand_edge.cli.drift import drift
+from lagchand_edge.cli.drift import app as drift_app
 from lagchand_edge.cli.predict import predict
 from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.qat import qat
 from lagchand_edge.cli.quickstart import quickstart
 from lagchand_edge.cli.third_party_log import VERBOSE_ENV, StderrDiversion
 from lagchand_edge.errors import RankFailure, UserError, describe_internal_error
+
+_display_type = TyperOption.display_type_rich
+
+
+def _flags_show_no_type(self: TyperOption, ctx) -> str | None:
+    """typer 0.29 labels every flag `<bool>` in --help; a flag takes no value, so it shows none."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flags_show_no_type
 
 app = typer.Typer(
     name="lagchand-edge",
@@ -37,7 +48,7 @@ app.command()(model.train)
 app.command()(model.evaluate)
 app.command()(qat)
 app.command()(convert)
-app.command()(drift)
+app.add_typer(drift_app, name="drift")
 app.command()(predict)
 app.command()(profile)
 app.add_typer(anchors_app, name="anchors")

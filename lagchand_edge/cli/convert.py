@@ -17,7 +17,7 @@ def convert(
     checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
     config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
     calib_data: Path = typer.Option(None, help="InterHand2.6M-format root (or a cache of one) for calibration; default: synthetic, made on the fly."),
-    calib_samples: int = typer.Option(32, min=1),
+    calib_samples: int = typer.Option(32, min=1, help="Calibration images (int8), chosen round-robin over captures."),
     static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float (weights and activations)."),
@@ -25,7 +25,7 @@ def convert(
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
     qat: Path = typer.Option(None, help="Build the int8 artifact of this QAT checkpoint (`lagchand-edge qat`) for the target it trained for."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
     from converters.recipe import Int8Plan

@@ -33,7 +33,7 @@ def synth(
     with progress_bar("rendering", num) as advance:
         write_dataset(out, num, seed, split, (size, size), workers or None, advance, force)
     elapsed = time.perf_counter() - start
-    _print_summary(out, split, as_json, extra={"seconds": round(elapsed, 2), "images_per_second": round(num / elapsed, 1)})
+    print_data_summary(out, split, as_json, extra={"seconds": round(elapsed, 2), "images_per_second": round(num / elapsed, 1)})
 
 
 def dataset_summary(root: Path, split: str) -> dict:
@@ -46,7 +46,7 @@ def dataset_summary(root: Path, split: str) -> dict:
             "hand_model": None if dataset.hands is None else dataset.hands["right"].name}
 
 
-def _print_summary(root: Path, split: str, as_json: bool, extra: dict | None = None) -> None:
+def print_data_summary(root: Path, split: str, as_json: bool, extra: dict | None = None) -> None:
     summary = dataset_summary(root, split) | (extra or {})
     if as_json:
         emit_json(summary)
@@ -60,11 +60,11 @@ def _print_summary(root: Path, split: str, as_json: bool, extra: dict | None = N
 @app.command()
 def summary(
     root: Path = typer.Argument(..., help="Data folder (release layout)."),
-    split: str = typer.Option("test"),
-    as_json: bool = typer.Option(False, "--json"),
+    split: str = typer.Option("test", help="train, val or test."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Count the two-hand samples a folder holds and what was skipped."""
-    _print_summary(root, split, as_json)
+    print_data_summary(root, split, as_json)
 
 
 @app.command()
@@ -72,7 +72,7 @@ def show(
     root: Path = typer.Argument(..., help="Data folder (release layout)."),
     index: list[int] = typer.Option([0], help="Sample index; repeat it for a grid, one sample per row."),
     out: Path = typer.Option(..., help="PNG to write."),
-    split: str = typer.Option("test"),
+    split: str = typer.Option("test", help="train, val or test."),
     mano_dir: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl for real data."),
     predict: bool = typer.Option(False, "--predict", help="Also draw the model's prediction beside the ground truth."),
     checkpoint: Path = typer.Option(None, help="The checkpoint that predicts (implies --predict); default: the bundled one."),
@@ -125,7 +125,7 @@ def _predictor(checkpoint: Path, hands):
 @app.command()
 def bench(
     num: int = typer.Option(40, min=1, help="Samples to render."),
-    size: int = typer.Option(256, min=64),
+    size: int = typer.Option(256, min=64, help="Image width and height in pixels."),
     workers: int = typer.Option(0, help="Render processes (0 = up to 2)."),
 ) -> None:
     """Measure synthetic rendering throughput (images/s, JPEG writing included)."""

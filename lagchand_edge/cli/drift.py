@@ -1,76 +1,57 @@
-"""`lagchand-edge drift`: is every artifact fit to ship? Gate exit codes for CI."""
+"""`lagchand-edge drift check` (the default: `drift ART...`) and `drift merge`: is every artifact
+fit to ship? Gate exit codes for CI. The work is `lagchand_edge.drift.check`'s."""
 
 from __future__ import annotations
 
-import math
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from lagchand_edge.cli.common import emit_json, progress_bar, stdout
-from lagchand_edge.errors import UserError
-
-DEFAULT_SYNTH_SEED = 2024
 
 
-def _synthetic_test_set(tmp: Path, num: int, shown: bool = True) -> Path:
-    from lagchand_edge.data.synth import write_dataset
+class _CheckByDefault(TyperGroup):
+    """`drift ART...` means `drift check ART...`: the first word is a subcommand only when it names one
+    (an artifact folder called `merge` or `check` is written `./merge`)."""
 
-    with progress_bar("synthetic test set", num, shown) as advance:
-        return write_dataset(tmp / "drift-data", num, seed=DEFAULT_SYNTH_SEED, split="test", progress=advance)
-
-
-def _sensitivity(model, dataset, num: int) -> dict:
-    import numpy as np
-
-    from calibration import select_calibration
-    from lagchand_edge.data.transforms import to_model_input
-    from lagchand_edge.drift.sensitivity import SENSITIVITY_MODULES, layer_sensitivity
-
-    samples = [dataset.load(i) for i in range(min(num, len(dataset)))]
-    images = to_model_input(np.stack([s["image"] for s in samples]))
-    gt = np.stack([s["joints_cam"] for s in samples]).astype(np.float64)
-    calibration = select_calibration(dataset.root, min(16, len(dataset)), split=dataset.split).images
-    with progress_bar("per-layer sensitivity", 1 + 2 * len(SENSITIVITY_MODULES)) as advance:
-        return layer_sensitivity(model, calibration, images, gt, progress=advance)
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["check", *args]
+        return super().parse_args(ctx, args)
 
 
-def _with_rate(advance):
-    """A progress callback that also shows samples/s."""
-    started, done = time.perf_counter(), [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        advance(n, info=f"{done[0] / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
-
-    return tick
+app = typer.Typer(cls=_CheckByDefault, no_args_is_help=True,
+                  help="Accuracy drift of artifacts against the FP32 reference: `drift ART...` (= `drift check`), `drift merge`.")
 
 
-def _checked_by_all_ranks(ranks, model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k):
-    """The drift run of this launch: one process's (or shard's), or under torchrun every rank's
-    block merged on rank 0 (None on the other ranks)."""
-    from lagchand_edge.distributed import reference_device, shard_indices
-    from lagchand_edge.drift.harness import merge_runs, run_drift, shard_alignment
+@contextmanager
+def stage_bar(description: str, total: int | None, shown: bool = True) -> Iterator:
+    """A progress bar that also shows samples/s (the library's `stages`)."""
+    with progress_bar(description, total, shown) as advance:
+        started, done = time.perf_counter(), [0]
 
-    align = shard_alignment(reference_device(), batch_size)
-    if ranks.world > 1:
-        shard_range = ranks.shard
-        ranks.block(len(dataset), align)  # refuses a launch that leaves some rank nothing to do
-    total = len(dataset) if ranks.world > 1 else len(shard_indices(len(dataset), shard_range, align))
-    started = time.perf_counter()
-    with progress_bar("drift", total, shown=ranks.leader) as advance:
-        runs = ranks.gather(lambda tick: run_drift(model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k, tick),
-                            _with_rate(advance))
-    if runs is None:
-        return None
-    if len(runs) == 1:
-        return runs[0]
-    run = merge_runs(runs)
-    run.machine |= {"ranks": ranks.world, "elapsed_seconds": time.perf_counter() - started}
-    return run
+        def tick(n: int = 1, **fields) -> None:
+            done[0] += n
+            advance(n, info=f"{done[0] / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
+
+        yield tick
+
+
+def show_report(report: dict | None, out: Path, as_json: bool) -> None:
+    """The report in the terminal (or as JSON); exit 1 when an artifact FAILed or could not be read."""
+    if report is None:
+        return  # a torchrun rank other than 0
+    if as_json:
+        emit_json({k: v for k, v in report.items() if k != "sample_ids"})
+    else:
+        _render(report, out)
+    if not report["passed"]:
+        raise typer.Exit(1)
 
 
 def _render(report: dict, out: Path) -> None:
@@ -105,76 +86,53 @@ def _render(report: dict, out: Path) -> None:
     stdout.print(f"[bold]{'PASS' if report['passed'] else 'FAIL'}[/]")
 
 
-def drift(
-    paths: list[Path] = typer.Argument(None, help="Artifact folders, or folders holding them; 'merge' then shard folders to merge."),
+GATE_HELP = "(default by precision: fp32 0.01, fp16 0.1, int8 1.0)"
+
+
+@app.command("check")
+def drift_check(
+    paths: list[Path] = typer.Argument(None, help="Artifact folders, or folders holding them."),
     data: Path = typer.Option(None, help="InterHand2.6M-format root or a `data cache` of one; default: a synthetic set made on the fly."),
-    split: str = typer.Option("test"),
+    split: str = typer.Option("test", help="train, val or test."),
     num: int = typer.Option(200, min=1, help="Samples (synthetic set size, or the first N of --data)."),
     checkpoint: Path = typer.Option(None, help="FP32 reference checkpoint; default: the bundled one."),
     out: Path = typer.Option(Path("runs/drift"), help="Report folder (report.json / .md / .html, plots)."),
-    max_mpjpe_drift: float = typer.Option(None, help="Gate on |ΔMPJPE| mm for every artifact (default by precision: fp32 0.01, fp16 0.1, int8 1.0)."),
-    max_mpvpe_drift: float = typer.Option(None, help="Gate on |ΔMPVPE| mm (same defaults)."),
-    max_vertex_drift: float = typer.Option(None, min=0, help="Also gate on the p95 vertex drift from FP32's outputs, mm (off by default)."),
-    shard: str = typer.Option(None, help="Check only shard INDEX/COUNT of the data; merge shards with 'drift merge' (torchrun does both itself)."),
+    max_mpjpe_drift: float = typer.Option(None, help=f"Gate on |ΔMPJPE| mm for every artifact {GATE_HELP}."),
+    max_mpvpe_drift: float = typer.Option(None, help=f"Gate on |ΔMPVPE| mm {GATE_HELP}."),
+    max_vertex_drift: float = typer.Option(None, help="Also gate on the p95 vertex drift from FP32's outputs, mm (off by default)."),
+    shard: str = typer.Option(None, help="Check only shard INDEX/COUNT of the data; fold shards with 'drift merge' (torchrun does both itself)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable record, naming it (default: skip and count it)."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Also rank modules by the int8 drift they cause (PT2E)."),
-    allow_mismatch: bool = typer.Option(False, help="Accept artifacts converted from another checkpoint."),
-    batch_size: int = typer.Option(8, min=1),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Accept artifacts converted from another checkpoint."),
+    batch_size: int = typer.Option(8, min=1, help="Images per batch (decoding; the reference on a GPU)."),
     worst_k: int = typer.Option(4, min=0, help="Worst samples drawn per artifact."),
-    mano_dir: Path = typer.Option(None),
-    force: bool = typer.Option(False, help="Replace an existing report in OUT."),
-    as_json: bool = typer.Option(False, "--json"),
+    mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release's meshes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing report in OUT."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check artifacts against the FP32 reference on InterHand2.6M samples; exit 1 if any FAILs or cannot be read.
 
-    `lagchand-edge drift merge SHARD_OUT... --out DIR` folds `--shard` runs into one report.
     Under `torchrun --nproc_per_node P -m lagchand_edge drift ...` each rank checks its block and
     rank 0 writes the report one process would have written.
     """
-    from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
-    from lagchand_edge.data.cache import open_dataset
-    from lagchand_edge.distributed import process_group
-    from lagchand_edge.drift.harness import load_run, merge_runs, parse_shard
-    from lagchand_edge.drift.report import build_report, write_report
-    from lagchand_edge.io import refuse_existing, report_files
+    from lagchand_edge.drift.check import DriftRequest, Gates, check_drift
 
-    refuse_existing(out / "report.json", force)
-    for option, value in (("--max-mpjpe-drift", max_mpjpe_drift), ("--max-mpvpe-drift", max_mpvpe_drift), ("--max-vertex-drift", max_vertex_drift)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{option} {value}: a gate is a finite number of millimetres, 0 or more")
-    paths = list(paths or [])
-    if paths and str(paths[0]) == "merge":
-        if not paths[1:]:
-            raise UserError("drift merge: give the shard output folders to merge")
-        run = merge_runs([load_run(p) for p in paths[1:]])
-        sensitivity = None
-    else:
-        if not paths and not per_layer:
-            raise UserError("give artifact folders to check (or --per-layer for the sensitivity ranking alone)")
-        shard_range = parse_shard(shard)
-        for path in [*paths, *([data] if data is not None else [])]:  # before minutes of rendering, not after
-            if not path.exists():
-                raise UserError(f"{path}: not found")
-        checkpoint = checkpoint or bundled_checkpoint()
-        model = load_checkpoint(checkpoint)
-        with process_group() as ranks, tempfile.TemporaryDirectory() as tmp:
-            if ranks.world > 1 and shard:
-                raise UserError("--shard under torchrun: the ranks are the shards; give one or the other")
-            root = data if data is not None else _synthetic_test_set(Path(tmp), num, shown=ranks.leader)
-            dataset = open_dataset(root, split, mano_dir, limit=num, strict=strict)
-            run = _checked_by_all_ranks(ranks, model, checkpoint, dataset, paths, shard_range, batch_size, allow_mismatch, worst_k)
-            if run is None:
-                return  # a rank other than 0: rank 0 writes the report
-            sensitivity = _sensitivity(model, dataset, min(num, 32)) if per_layer else None
-        if data is None:
-            run.data["root"] = f"synthetic (seed {DEFAULT_SYNTH_SEED}, {num} samples)"
-    report = build_report(run, max_mpjpe_drift, max_mpvpe_drift, sensitivity, max_vertex_drift)
-    with report_files(out, "report.json", force=force) as tmp_out:
-        run.save(tmp_out)
-        write_report(run, report, tmp_out)
-    if as_json:
-        emit_json({k: v for k, v in report.items() if k != "sample_ids"})
-    else:
-        _render(report, out)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    request = DriftRequest(list(paths or []), data, split, num, checkpoint, Gates(max_mpjpe_drift, max_mpvpe_drift, max_vertex_drift),
+                           shard, strict, per_layer, allow_mismatch, batch_size, worst_k, mano_dir)
+    show_report(check_drift(request, out, force, stage_bar), out, as_json)
+
+
+@app.command("merge")
+def drift_merge(
+    folders: list[Path] = typer.Argument(..., help="Output folders of `drift check --shard i/n` runs, every shard once."),
+    out: Path = typer.Option(Path("runs/drift"), help="Report folder for the merged report."),
+    max_mpjpe_drift: float = typer.Option(None, help=f"Gate on |ΔMPJPE| mm {GATE_HELP}."),
+    max_mpvpe_drift: float = typer.Option(None, help=f"Gate on |ΔMPVPE| mm {GATE_HELP}."),
+    max_vertex_drift: float = typer.Option(None, help="Also gate on the p95 vertex drift from FP32's outputs, mm."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing report in OUT."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Fold shard outputs into the report one process would have written (exactly: integer tallies)."""
+    from lagchand_edge.drift.check import Gates, merge_drift
+
+    show_report(merge_drift(list(folders), out, Gates(max_mpjpe_drift, max_mpvpe_drift, max_vertex_drift), force), out, as_json)

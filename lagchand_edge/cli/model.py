@@ -16,7 +16,7 @@ LOG_EVERY = 100  # training steps between log lines when stderr is not a termina
 
 def info(
     config: str = typer.Option("reference", help="Model configuration."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Parameters and MACs/FLOPs per module at 256x256, in the shape of the paper's Table 2."""
     from lagchand_edge.model import create_model

@@ -32,33 +32,28 @@ def profile(
     no_ops: bool = typer.Option(False, "--no-ops", help="Skip the op-level breakdown."),
     out: Path = typer.Option(Path("runs/profile"), help="Report folder (profile.json / .md / .html); a drift report there adds accuracy vs latency."),
     force: bool = typer.Option(False, help="Replace an existing profile in OUT."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Latency of each artifact in its real runtime (host proxy), with the eager FP32 model and optional anchors timed alongside."""
-    from lagchand_edge.artifact import find_artifacts
-    from lagchand_edge.errors import UserError
-    from lagchand_edge.io import refuse_existing, report_files
-    from lagchand_edge.profile.anchors import cached_anchors
-    from lagchand_edge.profile.report import op_summary, table_rows, write_profile_report
-    from lagchand_edge.profile.session import Settings, run_session
+    from lagchand_edge.profile.session import Settings, count_models, profile_to
 
-    if threads < 1 or runs < 1 or warmup < 0:
-        raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
-    if not paths and not merge and not anchor:
-        raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
-    refuse_existing(out / "profile.json", force)
-    anchors = cached_anchors() if anchor else None
-    count = 1 + len(find_artifacts(list(paths or []))) + len(anchors or {})
-    with report_files(out, "profile.json", force=force) as tmp:
-        with progress_bar("profiling", count) as advance:
-            session = run_session(list(paths or []), Settings(threads, warmup, runs, not no_ops), checkpoint, anchors, merge, advance)
-        write_profile_report(session, tmp, drift_dir=out)
+    paths = list(paths or [])
+    with progress_bar("profiling", count_models(paths, anchor)) as advance:
+        session = profile_to(out, paths, Settings(threads, warmup, runs, not no_ops), checkpoint, anchor, merge, force, advance)
+    show_profile(session, out, as_json)
+
+
+def show_profile(session: dict, out: Path, as_json: bool) -> None:
+    """The profile in the terminal: the latency table, where the time goes, the goals (or JSON)."""
+    from lagchand_edge.profile.report import op_summary, table_rows
+
     if as_json:
         emit_json({**session, "results": [{k: v for k, v in r.items() if k != "record"} | {"latency_ms": r.get("record", {}).get("latency_ms")}
                                           for r in session["results"]]})
         return
     rows = table_rows(session)
-    table = Table(title=f"latency, {threads} threads, {session['machine']['cpu']} ({session['label']}; report: {out / 'profile.html'})")
+    title = f"latency, {session['settings']['threads']} threads, {session['machine']['cpu']} ({session['label']}; report: {out / 'profile.html'})"
+    table = Table(title=title)
     for column in rows[0]:
         table.add_column(column)
     for row in rows[1:]:

@@ -1,4 +1,4 @@
-"""`lagchand-edge quickstart`: the main job on the embedded defaults, end to end."""
+"""`lagchand-edge quickstart`: the main job on the embedded defaults, end to end (`lagchand_edge.quickstart`)."""
 
 from __future__ import annotations
 
@@ -6,54 +6,32 @@ from pathlib import Path
 
 import typer
 
-from lagchand_edge.cli.common import progress_bar, stdout
+from lagchand_edge.cli.common import stdout
 from lagchand_edge.cli.convert import artifacts_table
-from lagchand_edge.cli.data import _print_summary
-from lagchand_edge.cli.drift import drift
-from lagchand_edge.cli.profile import profile
+from lagchand_edge.cli.data import print_data_summary
+from lagchand_edge.cli.drift import show_report, stage_bar
+from lagchand_edge.cli.profile import show_profile
 
 
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), help="Working folder for everything it makes."),
-    num: int = typer.Option(32, help="Synthetic test samples (also the int8 calibration set)."),
+    num: int = typer.Option(32, min=1, help="Synthetic samples: the int8 calibration set, and as many fresh ones for the drift check."),
     precisions: str = typer.Option("fp32,int8", help="Comma-separated precisions to build for every target."),
     checkpoint: Path = typer.Option(None, help="Checkpoint to take through it; default: the bundled reference."),
-    force: bool = typer.Option(False, help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:
-    """Synthesise a test set, convert the checkpoint (default: the bundled one) for every target and precision, then check
-    every artifact's drift against FP32 and profile its latency (reports in OUT/report/)."""
-    from lagchand_edge.convert import convert
-    from lagchand_edge.data.synth import write_dataset
+    """Synthesise a calibration set, convert the checkpoint (default: the bundled one) for every target and precision, then
+    check every artifact's drift against FP32 on fresh samples and profile its latency (reports in OUT/report/)."""
+    from lagchand_edge.quickstart import run_quickstart
 
-    data = out / "data"
-    with progress_bar("synthetic test set", num) as advance:
-        write_dataset(data, num, seed=0, split="test", progress=advance, force=force)
-    _print_summary(data, "test", as_json=False)
-    results = []
-    for precision in [p for p in precisions.split(",") if p]:
-        with progress_bar(f"converting {precision}", 3) as advance:
-            results += convert("all", precision, out / "artifacts", checkpoint, calib_data=data, calib_samples=num, force=force, progress=advance)
-    stdout.print(artifacts_table(results, f"artifacts from {checkpoint or 'the bundled checkpoint'}"))
-    report = out / "report"
-    try:  # on a fresh synthetic set (not the calibration one); FAIL verdicts are information here, not a stop
-        drift(paths=[out / "artifacts"], data=None, split="test", num=num, checkpoint=checkpoint, out=report, max_mpjpe_drift=None,
-              max_mpvpe_drift=None, max_vertex_drift=None, shard=None, per_layer=False, allow_mismatch=False, batch_size=8, worst_k=4, mano_dir=None,
-              force=force, as_json=False)
-    except typer.Exit:
-        pass
-    anchor = bool(_anchors_cached())
-    profile(paths=[out / "artifacts"], threads=2, warmup=5, runs=20, anchor=anchor, merge=[], checkpoint=checkpoint, no_ops=False,
-            out=report, force=force, as_json=False)
-    if not anchor:
-        stdout.print("(run `lagchand-edge anchors fetch` once to time MediaPipe's hand landmark models alongside)")
-    stdout.print(f"[green]done[/]: {out} (open {report / 'report.html'} and {report / 'profile.html'})")
-
-
-def _anchors_cached() -> bool:
-    from lagchand_edge.errors import UserError
-    from lagchand_edge.profile.anchors import cached_anchors
-
+    done = run_quickstart(out, num, tuple(p for p in precisions.split(",") if p), checkpoint, force, stage_bar)
+    print_data_summary(done.data, "test", as_json=False)
+    stdout.print(artifacts_table(done.artifacts, f"artifacts from {checkpoint or 'the bundled checkpoint'}"))
     try:
-        return bool(cached_anchors())
-    except UserError:
-        return False
+        show_report(done.drift, out / "report", as_json=False)
+    except typer.Exit:
+        pass  # FAIL verdicts are information here, not a stop
+    show_profile(done.profile, out / "report", as_json=False)
+    if not done.anchors_timed:
+        stdout.print("(run `lagchand-edge anchors fetch` once to time MediaPipe's hand landmark models alongside)")
+    stdout.print(f"[green]done[/]: {out} (open {out / 'report' / 'report.html'} and {out / 'report' / 'profile.html'})")

@@ -87,6 +87,14 @@ def cached_anchors(cache: Path | None = None) -> dict[str, Path]:
     return found
 
 
+def anchors_cached() -> bool:
+    """Whether `cached_anchors()` would find intact anchors (quickstart times them only then)."""
+    try:
+        return bool(cached_anchors())
+    except UserError:
+        return False
+
+
 def cached_detector(cache: Path | None = None) -> Path:
     """The palm detector's file in the cache (sha256-checked); a one-line how-to when it is missing."""
     cache = cache or cache_dir()

@@ -1,0 +1,45 @@
+"""The main job on the embedded defaults, as one library call: a synthetic set, every target and
+precision converted from the checkpoint, their drift against FP32 and their latency, in one
+report folder. `lagchand-edge quickstart` renders what this returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lagchand_edge.drift.check import Stages, no_stages
+
+
+@dataclass
+class Quickstart:
+    data: Path
+    artifacts: list  # ConvertResult per target and precision
+    drift: dict  # the drift report (FAIL verdicts are information here, not a stop)
+    profile: dict  # the profile session
+    anchors_timed: bool  # MediaPipe's models were cached and timed alongside
+
+
+def run_quickstart(out: Path, num: int = 32, precisions: tuple[str, ...] = ("fp32", "int8"), checkpoint: Path | None = None,
+                   force: bool = False, stages: Stages = no_stages) -> Quickstart:
+    """Everything into `out`: data/ (the calibration set), artifacts/, report/ (drift and profile)."""
+    from lagchand_edge.convert import convert
+    from lagchand_edge.data.synth import synthetic_set
+    from lagchand_edge.drift.check import DriftRequest, check_drift
+    from lagchand_edge.profile.anchors import anchors_cached
+    from lagchand_edge.profile.session import Settings, count_models, profile_to
+
+    data = out / "data"
+    with stages("synthetic calibration set", num, True) as advance:
+        synthetic_set(data, num, "calibration", progress=advance, force=force)
+    results = []
+    for precision in precisions:
+        with stages(f"converting {precision}", 3, True) as advance:
+            results += convert("all", precision, out / "artifacts", checkpoint, calib_data=data, calib_samples=num, force=force,
+                               progress=advance)
+    report = out / "report"
+    drift = check_drift(DriftRequest([out / "artifacts"], num=num, checkpoint=checkpoint), report, force, stages)  # a fresh test set
+    anchor = anchors_cached()
+    paths = [out / "artifacts"]
+    with stages("profiling", count_models(paths, anchor), True) as advance:
+        session = profile_to(report, paths, Settings(threads=2, warmup=5, runs=20), checkpoint, anchor, force=force, progress=advance)
+    return Quickstart(data, results, drift, session, anchor)
