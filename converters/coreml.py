@@ -81,11 +81,29 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
             from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
             mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric")))
+    _describe(mlmodel, recipe.metadata)
     mlmodel.save(str(out_dir / MODEL_FILE))
     ptq = ("CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float modules; "
            "linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included")
     quantizer = {"int8": f"QAT, {qat_scheme()}" if recipe.qat is not None else ptq, "w8": "linear_quantize_weights (linear_symmetric)"}
     return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
+
+
+def _describe(mlmodel, metadata: dict) -> None:
+    """Xcode's model page from the metadata: description, inputs and outputs explained, and every
+    field as user-defined metadata (strings; lists and objects as JSON)."""
+    import json
+
+    if not metadata:
+        return
+    mlmodel.short_description = f"{metadata['model']}, {metadata['precision']}; {metadata['hand_axis']}"
+    mlmodel.version = metadata["producer"]
+    for spec in metadata["inputs"]:
+        mlmodel.input_description[spec["name"]] = f"{spec['layout']} {spec['shape']} in {spec['range']}; {spec['normalisation']}"
+    for spec in metadata["outputs"]:
+        mlmodel.output_description[spec["name"]] = f"{spec['shape']}, {spec['units']}"
+    for key, value in metadata.items():
+        mlmodel.user_defined_metadata[key] = value if isinstance(value, str) else json.dumps(value)
 
 
 def unavailable_reason() -> str | None:

@@ -44,6 +44,7 @@ class Recipe:
     plan: Int8Plan = field(default_factory=Int8Plan)
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
     qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (dynamic batch): converted instead of calibrating
+    metadata: dict = field(default_factory=dict)  # what the model file says about itself, where its format has room
 
     @property
     def quantized(self) -> bool:

@@ -46,6 +46,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     if recipe.precision == "fp32":
         with _rewrite(float_path) as flat:
             _name_tensors_by_module(flat, model)
+            _name_io_and_describe(flat, recipe.metadata)
         return {"converter": "litert_torch.convert"}
     from ai_edge_quantizer import quantizer
 
@@ -64,6 +65,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
     float_path.unlink()
     with _rewrite(out_dir / MODEL_FILE) as flat:
         _name_tensors_by_module(flat, model)
+        _name_io_and_describe(flat, recipe.metadata)
         tables = _int8_added_constants(flat) if recipe.precision == "int8" else 0
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
@@ -142,6 +144,49 @@ def _name_tensors_by_module(flat, root: torch.nn.Module) -> None:
             parts = name.split(";")[0].split("/")[1:]  # the first part is the converted (root) module
             owner = next((modules[tuple(parts[:n])] for n in range(len(parts), 0, -1) if tuple(parts[:n]) in modules), None)
             tensor.name = f"{owner}/t{index}" if owner and index in produced else f"t{index}"
+
+
+#: The model's own metadata entry (JSON), beside any other entries in the file.
+METADATA_NAME = "lagchand_edge"
+
+
+def _name_io_and_describe(flat, metadata: dict) -> None:
+    """Inputs, outputs and the signature named as the manifest names them (`image`; `vertices`,
+    `joints`, `camera`), not litert-torch's `args_0` / `output_0..2`, and `metadata` as a JSON
+    metadata entry, so an app (or Netron) needs nothing but the file."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from lagchand_edge.model import OUTPUT_NAMES
+
+    graph = flat.subgraphs[0]
+    names = dict(zip(graph.inputs, ["image"], strict=True)) | dict(zip(graph.outputs, OUTPUT_NAMES, strict=True))
+    for index, name in names.items():
+        graph.tensors[index].name = name
+    for signature in flat.signatureDefs or []:
+        for mapping in [*signature.inputs, *signature.outputs]:
+            mapping.name = names[mapping.tensorIndex]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    flat.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(flat.buffers) - 1
+    flat.metadata = [*(flat.metadata or []), entry]
+
+
+def read_metadata(path: Path) -> dict | None:
+    """The JSON metadata a lagchand-edge `.tflite` carries (None for other models)."""
+    import json
+
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model(str(path))
+    for entry in flat.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == METADATA_NAME:
+            return json.loads(bytes(flat.buffers[entry.buffer].data).decode())
+    return None
 
 
 def _per_axis_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -22,7 +22,9 @@ import numpy as np
 
 from converters import get_target, target_for_file
 from converters.recipe import ConversionError
+from lagchand_edge import __version__
 from lagchand_edge.errors import UserError
+from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES
 from lagchand_edge.io import update_digest
 from lagchand_edge.model import OUTPUT_NAMES, HandPrediction
 
@@ -57,6 +59,29 @@ def path_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def io_spec(shapes: dict[str, tuple]) -> dict:
+    """The deployed model's inputs and outputs as an app sees them (manifest, in-file metadata, model card)."""
+    return {
+        "inputs": [{"name": "image", "shape": list(shapes["image"]), "dtype": "float32", "layout": "NCHW RGB",
+                    "range": [0.0, 1.0], "normalisation": "ImageNet mean/std, applied inside the graph"}],
+        "outputs": [{"name": name, "shape": list(shapes[name]), "dtype": "float32",
+                     "units": "normalised metres, root-relative (middle MCP)" if name != "camera" else "weak perspective (s, tx, ty)"}
+                    for name in OUTPUT_NAMES],
+    }
+
+
+def embedded_metadata(precision: str, source: dict, shapes: dict[str, tuple]) -> dict:
+    """What a model file carries about itself where its format allows (LiteRT metadata, CoreML
+    user-defined metadata): enough for an app to feed it and read it without this toolkit."""
+    return {
+        "model": "LAGCHand (two-hand mesh reconstruction)", "precision": precision, "config": source.get("config"),
+        "source_checkpoint_sha256": source.get("checkpoint_sha256"), **io_spec(shapes),
+        "hand_axis": "axis 1 of every output: 0 left hand, 1 right hand",
+        "joint_order": list(INTERHAND_JOINT_NAMES), "camera": "v2d_px = s * 256 * v[:2] + t * 128 + 128 in the 256x256 crop",
+        "model_card": "MODEL_CARD.md beside the model file", "producer": f"lagchand-edge {__version__}",
+    }
+
+
 def build_manifest(target: str, precision: str, model_file: Path, extra: dict, source: dict, calibration: dict | None,
                    int8_plan, shapes: dict[str, tuple]) -> dict:
     return {
@@ -68,11 +93,7 @@ def build_manifest(target: str, precision: str, model_file: Path, extra: dict, s
         "size_bytes": path_size(model_file),
         "recipe": {"precision": precision, "int8_plan": int8_plan.to_dict() if int8_plan else None, **extra},
         "calibration": calibration,
-        "inputs": [{"name": "image", "shape": list(shapes["image"]), "dtype": "float32", "layout": "NCHW RGB",
-                    "range": [0.0, 1.0], "normalisation": "ImageNet mean/std, applied inside the graph"}],
-        "outputs": [{"name": name, "shape": list(shapes[name]), "dtype": "float32",
-                     "units": "normalised metres, root-relative (middle MCP)" if name != "camera" else "weak perspective (s, tx, ty)"}
-                    for name in OUTPUT_NAMES],
+        **io_spec(shapes),
         "source": source,
         "tools": tool_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

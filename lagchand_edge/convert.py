@@ -16,11 +16,12 @@ from calibration import CalibrationSet, select_calibration
 from converters import TARGETS, get_target
 from converters.mixed_precision import check_module_names
 from converters.recipe import OBSERVERS, ConversionError, Int8Plan, Recipe
-from lagchand_edge.artifact import MANIFEST, build_manifest, load_runner
+from lagchand_edge.artifact import MANIFEST, build_manifest, embedded_metadata, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
 from lagchand_edge.errors import UserError
 from lagchand_edge.io import atomic_dir, file_sha256
 from lagchand_edge.model import OUTPUT_NAMES, DeployModel, LAGCHand
+from lagchand_edge.model_card import MODEL_CARD, artifact_card
 
 PARITY_IMAGES = 4
 HAND_FACES = "hand_faces.npy"
@@ -51,14 +52,14 @@ class ConvertResult:
     parity_note: str
 
 
-def synthetic_calibration(count: int, seed: int = 1234) -> CalibrationSet:
+def synthetic_calibration(count: int) -> CalibrationSet:
     """A calibration set rendered on the fly (when the user gives no --calib-data)."""
-    from lagchand_edge.data.synth import write_dataset
+    from lagchand_edge.data.synth import describe_synthetic, synthetic_set
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_dataset(Path(tmp) / "calib", count, seed=seed, split="test", workers=1)
+        root = synthetic_set(Path(tmp) / "calib", count, "calibration", workers=1)
         chosen = select_calibration(root, count)
-    chosen.source = f"synthetic (seed {seed})"
+    chosen.source = describe_synthetic(count, "calibration")
     return chosen
 
 
@@ -96,13 +97,14 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
     deploy = DeployModel(model, int8_embeddings=precision == "int8").eval()
     example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
     plan = plan if precision == "int8" else Int8Plan()
-    recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer, qat[0] if qat else None)
     try:
         check_module_names(deploy, plan)
     except ConversionError as exc:
         raise UserError(f"int8 plan: {exc}") from None
     with torch.no_grad():
         shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
+    recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer, qat[0] if qat else None,
+                    embedded_metadata(precision, source, shapes))
     with atomic_dir(out, force=force) as tmp:
         try:
             extra = module.convert(deploy, example, recipe, tmp)
@@ -126,6 +128,7 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         except Exception as exc:  # it converted but fails in its own runtime: keep nothing of it
             raise UserError(f"{target} {precision}: the converted artifact fails in its runtime: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:300]}") from None
+        (tmp / MODEL_CARD).write_text(artifact_card(manifest, diff, note))
     return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note)
 
 

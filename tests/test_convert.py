@@ -64,6 +64,33 @@ def test_manifest_records_what_a_user_needs(fp32_artifacts, tiny_checkpoint):
     assert manifest["recipe"]["delegation"]["delegated_subgraphs"] >= 1
 
 
+def test_artifacts_name_their_tensors_and_describe_themselves(fp32_artifacts, int8_artifacts, tiny_checkpoint):
+    """What an app sees with the plain runtimes: named I/O, the metadata inside the file, a model card beside it."""
+    import coremltools as ct
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.tflite import read_metadata
+    from lagchand_edge.io import file_sha256
+
+    sha = file_sha256(tiny_checkpoint)
+    for result in (fp32_artifacts["tflite"], int8_artifacts["tflite"]):
+        model = result.path / "model.tflite"
+        interpreter = Interpreter(model_path=str(model))
+        assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["camera", "joints", "vertices"]}}
+        assert [d["name"] for d in interpreter.get_output_details()] == ["vertices", "joints", "camera"]  # the runners' order
+        metadata = read_metadata(model)
+        assert metadata["source_checkpoint_sha256"] == sha and metadata["outputs"][1]["shape"] == [1, 2, 21, 3]
+    spec = ct.models.MLModel(str(fp32_artifacts["coreml"].path / "model.mlpackage"), skip_model_load=True).get_spec()
+    assert [i.name for i in spec.description.input] == ["image"] and [o.name for o in spec.description.output] == ["vertices", "joints", "camera"]
+    assert spec.description.metadata.userDefined["source_checkpoint_sha256"] == sha and "0 left" in spec.description.metadata.shortDescription
+    for results in (fp32_artifacts, int8_artifacts):
+        for result in results.values():
+            card = (result.path / "MODEL_CARD.md").read_text()
+            manifest = json.loads((result.path / "manifest.json").read_text())
+            assert card.startswith(f"# LAGCHand, {result.target} {result.precision}") and manifest["sha256"][:16] in card
+            assert "| output `joints` | [1, 2, 21, 3] |" in card and ("calibrated on" in card) == (result.precision == "int8")
+
+
 def test_tampered_and_newer_artifacts_are_refused(fp32_artifacts, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(fp32_artifacts["tflite"].path, copy)
@@ -315,3 +342,18 @@ def test_int8_activation_observer_choice(tiny_checkpoint, synth_root, tmp_path):
     with pytest.raises(UserError, match="applies to --target executorch"):
         convert("all", "int8", tmp_path / "y", tiny_checkpoint, observer="minmax")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_an_artifact_of_the_bundled_checkpoint_carries_its_model_card():
+    from lagchand_edge.artifact import io_spec
+    from lagchand_edge.checkpoint import bundled_checkpoint
+    from lagchand_edge.io import file_sha256
+    from lagchand_edge.model_card import artifact_card
+
+    shapes = {"image": (1, 3, 256, 256), "vertices": (1, 2, 780, 3), "joints": (1, 2, 21, 3), "camera": (1, 2, 3)}
+    manifest = {"target": "tflite", "precision": "fp16", "file": "model.tflite", "size_bytes": 4_880_000, "sha256": "ab" * 32,
+                "created": "2026-12-02T00:00:00+00:00", "recipe": {"quantizer": "float_casting"}, "calibration": None, **io_spec(shapes),
+                "source": {"checkpoint": str(bundled_checkpoint()), "config": "reference", "checkpoint_sha256": file_sha256(bundled_checkpoint())}}
+    card = artifact_card(manifest, 0.03, "4 images")
+    assert "### Bundled checkpoint: `lagchand_reference.safetensors`" in card and "0.0300 mm (4 images)" in card
+    assert "within 0.1 mm at fp16" in card and "\n# " not in card.split("\n", 1)[1]  # one top heading: the source card's are demoted
