@@ -1,7 +1,11 @@
-"""Pick calibration samples from an InterHand2.6M-format root (or a `data cache` of one), reproducibly.
+"""Pick calibration samples from an InterHand2.6M-format root (or a `data cache` of one), or from
+a plain folder of one's own photos, reproducibly.
 
 Samples are stratified over captures (round-robin over captures, each shuffled by the seed), so
-a small set still covers every subject; the chosen ids and their hash go into the manifest.
+a small set still covers every subject; the chosen ids and their hash go into the manifest. A
+folder of images (no annotations) gives its images' centre squares, resized to the model's
+input: frame such photos so that both hands fill most of the picture (`predict --box` shows how
+a crop looks), since nothing here finds the hands.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lagchand_edge.data.cache import is_cache, open_dataset
-from lagchand_edge.data.transforms import to_model_input
+from lagchand_edge.data.layout import find_annotation
+from lagchand_edge.data.transforms import crop_image, to_model_input
+from lagchand_edge.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
@@ -31,7 +40,38 @@ class CalibrationSet:
         return {"source": self.source, "count": len(self.ids), "ids_sha256": self.ids_sha256, "ids": self.ids}
 
 
+def is_image_folder(root: Path) -> bool:
+    """A folder that is neither a cache nor an InterHand2.6M-format root (no data annotations)."""
+    root = Path(root)
+    return root.is_dir() and not is_cache(root) and not any(find_annotation(root, split, "data") for split in ("train", "val", "test"))
+
+
+def select_images(root: Path, count: int, seed: int = 0, size: int = 256) -> CalibrationSet:
+    """`count` images of a plain folder (shuffled by `seed`), as their centre squares at `size`;
+    unreadable files are passed over (the manifest's ids name the ones used)."""
+    files = sorted(p for p in Path(root).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) and no InterHand2.6M annotations")
+    ids, crops = [], []
+    for index in np.random.default_rng(seed).permutation(len(files)):
+        if len(ids) == count:
+            break
+        try:
+            with Image.open(files[index]) as handle:
+                image = handle.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+        side = min(image.size)
+        crops.append(np.asarray(crop_image(image, ((image.width - side) / 2, (image.height - side) / 2, side), size)))
+        ids.append(files[index].name)
+    if not ids:
+        raise UserError(f"{root}: none of its {len(files)} images could be read")
+    return CalibrationSet(ids, to_model_input(np.stack(crops)), f"{root} (image folder, centre squares)")
+
+
 def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test", mano_dir: Path | None = None) -> CalibrationSet:
+    if is_image_folder(root):
+        return select_images(root, count, seed)
     dataset = open_dataset(root, None if is_cache(root) else split, mano_dir)  # a cache holds one split: its own
     by_capture: dict[str, list[int]] = {}
     for index, sample_id in enumerate(dataset.sample_ids):

@@ -2,10 +2,14 @@
 
 import hashlib
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from calibration import select_calibration
 from lagchand_edge.data.interhand import InterHandDataset
+from lagchand_edge.errors import UserError
 
 
 def test_selection_is_reproducible_and_round_robin_over_captures(synth_root):
@@ -21,3 +25,23 @@ def test_selection_is_reproducible_and_round_robin_over_captures(synth_root):
     assert manifest["count"] == 6 == len(set(manifest["ids"])) and manifest["ids_sha256"] == first.ids_sha256
     assert first.images.shape == (6, 3, 256, 256) and 0 <= first.images.min() and first.images.max() <= 1
     assert len(select_calibration(synth_root, 50).ids) == len(InterHandDataset(synth_root, "test"))  # asks for more than there is
+
+
+def test_a_plain_image_folder_calibrates_with_centre_squares(tmp_path):
+    """#23: one's own photos as --calib-data: the centre square of each, reproducibly, unreadable files passed over."""
+    for i in range(5):  # blue borders left and right of a red centre square
+        image = np.zeros((200, 300 + 40 * i, 3), np.uint8)
+        image[..., 2] = 255
+        left = (image.shape[1] - 200) // 2
+        image[:, left : left + 200] = (255, 0, 0)
+        Image.fromarray(image).save(tmp_path / f"photo{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    chosen = select_calibration(tmp_path, 4, seed=3)
+    again = select_calibration(tmp_path, 4, seed=3)
+    assert chosen.images.shape == (4, 3, 256, 256) and chosen.ids == again.ids and torch.equal(chosen.images, again.images)
+    assert set(chosen.ids) <= {f"photo{i}.png" for i in range(5)} and "image folder" in chosen.source
+    red = chosen.images[:, 0, 2:-2, 2:-2]  # away from the resampled edge
+    assert float(red.min()) > 0.95 and float(chosen.images[:, 2, 2:-2, 2:-2].max()) < 0.05  # nothing of the blue borders
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        select_calibration(tmp_path / "empty", 4)
