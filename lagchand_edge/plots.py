@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
+
+#: The int8 gate on |ΔMPJPE| (mm), drawn as a band in the accuracy charts (the drift harness's default).
+DEFAULT_INT8_GATE_MM = 1.0
 
 
 def figure():
@@ -23,28 +24,32 @@ def save_figure(fig, path: Path) -> None:
     figure().close(fig)
 
 
-def plot_scatter(rows: list[dict], x_key: str, x_label: str, path: Path, pareto: bool = False) -> None:
+def plot_scatter(rows: list[dict], x_key: str, x_label: str, path: Path, pareto: bool = False, reference_mpjpe: float | None = None,
+                 scale: float = 1.0) -> None:
+    """Accuracy (MPJPE vs GT) against size or latency, one marker per artifact named in the legend
+    (labels beside points collide). With `reference_mpjpe`, FP32's line and the int8 gate's band
+    around it: the y axis then spans at least the gate, so a 0.2 mm spread does not look like a
+    landslide. `pareto` draws the front (better on both axes) when two or more points make it."""
     plt = figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    points = [(r[x_key], r["accuracy"]["mpjpe"], r["artifact"]) for r in rows if r.get(x_key) is not None and "accuracy" in r]
-    for x, y, name in points:
-        ax.scatter(x, y, s=40)
-        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    if pareto and points:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    points = sorted((r[x_key] * scale, r["accuracy"]["mpjpe"], r["artifact"]) for r in rows if r.get(x_key) is not None and "accuracy" in r)
+    markers = "osD^vP*Xh<>"
+    for i, (x, y, name) in enumerate(points):
+        ax.scatter(x, y, s=46, marker=markers[i % len(markers)], label=name, zorder=3)
+    if reference_mpjpe is not None:
+        gate = DEFAULT_INT8_GATE_MM
+        ax.axhline(reference_mpjpe, color="#555", linewidth=1, label="FP32 reference")
+        ax.axhspan(reference_mpjpe - gate, reference_mpjpe + gate, color="#2a9d4a", alpha=0.08, label=f"int8 gate (±{gate:g} mm)")
+    if pareto:
         front, best = [], float("inf")
-        for x, y, _ in sorted(points):
+        for x, y, _ in points:
             if y < best - 1e-3:  # a point must be better by a visible margin (mm) to join the front
                 front.append((x, y))
                 best = y
-        ax.plot(*zip(*front, strict=True), color="#2a9d4a", linestyle="--", label="Pareto front")
-        ax.legend()
+        if len(front) >= 2:
+            ax.plot(*zip(*front, strict=True), color="#2a9d4a", linestyle="--", label="Pareto front")
     ax.set_xlabel(x_label)
     ax.set_ylabel("MPJPE vs GT (mm)")
     ax.set_title(f"accuracy vs {x_label.split(' (')[0]}")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     save_figure(fig, path)
-
-
-def html_figures(images: list[tuple[str, Path]]) -> str:
-    """PNG files as <figure>s with the image data embedded, so the HTML page stands alone."""
-    return "".join(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
-                   f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, path in images)

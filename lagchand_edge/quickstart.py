@@ -25,7 +25,9 @@ def run_quickstart(out: Path, num: int = 32, precisions: tuple[str, ...] = ("fp3
     from lagchand_edge.convert import convert
     from lagchand_edge.data.synth import synthetic_set
     from lagchand_edge.drift.check import DriftRequest, check_drift
+    from lagchand_edge.io import report_files
     from lagchand_edge.profile.anchors import anchors_cached
+    from lagchand_edge.profile.report import write_profile_report
     from lagchand_edge.profile.session import Settings, count_models, profile_to
 
     data = out / "data"
@@ -37,9 +39,12 @@ def run_quickstart(out: Path, num: int = 32, precisions: tuple[str, ...] = ("fp3
             results += convert("all", precision, out / "artifacts", checkpoint, calib_data=data, calib_samples=num, force=force,
                                progress=advance)
     report = out / "report"
-    drift = check_drift(DriftRequest([out / "artifacts"], num=num, checkpoint=checkpoint), report, force, stages)  # a fresh test set
     anchor = anchors_cached()
     paths = [out / "artifacts"]
     with stages("profiling", count_models(paths, anchor), True) as advance:
         session = profile_to(report, paths, Settings(threads=2, warmup=5, runs=20), checkpoint, anchor, force=force, progress=advance)
+    # after the profile, so that report.html has the accuracy-vs-latency chart; on a fresh test set, not the calibration one
+    drift = check_drift(DriftRequest([out / "artifacts"], num=num, checkpoint=checkpoint), report, force, stages)
+    with report_files(report, "profile.json", force=True) as tmp:  # profile.html again, now with accuracy beside latency
+        write_profile_report(session, tmp, drift_dir=report)
     return Quickstart(data, results, drift, session, anchor)

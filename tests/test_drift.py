@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lagchand_edge.distributed import shard_indices
 from lagchand_edge.drift.harness import DriftRun, Entry, merge_runs, parse_shard
-from lagchand_edge.drift.report import artifact_row, build_report
-from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally
+from lagchand_edge.drift.report import VISIBLE_DRIFT_MM, artifact_row, build_report
+from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally, WorstSample
 from lagchand_edge.errors import UserError
 from lagchand_edge.metrics import evaluate_hands
 from lagchand_edge.model import HandPrediction
@@ -157,12 +159,37 @@ def test_drift_end_to_end_report_and_gate(drift_inputs, tiny_checkpoint, synth_r
     parser.feed((out / "report.html").read_text())
     assert len(parser.images) >= 4 and all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert (out / "report.md").read_text().count("|") > 20
-    assert any(p.name.endswith("worst1.png") for p in out.iterdir())
+    page = (out / "report.html").read_text()
+    for i, row in enumerate(report["artifacts"]):  # worst samples drawn where drift is visible, a note where it is not
+        assert (out / f"{i:02d}-{row['artifact']}-worst1.png").exists() == (row["drift"]["vertex_drift_mm"]["p95"] >= VISIBLE_DRIFT_MM)
+    assert "No worst-sample pictures" in page  # the fp32 rows: 0.000 mm is not worth four pictures
+    ids, links = set(re.findall(r'id="([^"]+)"', page)), set(re.findall(r'href="#([^"]+)"', page))
+    assert len(ids) >= 1 + len(rows) and links <= ids  # a section per artifact, and the contents lead to them
+    assert "`" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)  # Markdown's backticks rendered as code, not shown
     for gate, name in (("--max-mpjpe-drift", "ΔMPJPE"), ("--max-mpvpe-drift", "ΔMPVPE"), ("--max-vertex-drift", "p95 vertex drift")):
         strict = _drift(drift_inputs / "executorch-int8", "--checkpoint", tiny_checkpoint, "--data", synth_root, "--out", tmp_path / gate,
                         gate, "0")
         (row,) = json.loads((tmp_path / gate / "report.json").read_text())["artifacts"]
         assert strict.returncode == 1 and "FAIL" in strict.stdout and row["failed_gates"] == [name], (gate, row["failed_gates"])
+
+
+def test_worst_sample_pictures_show_the_truth_fp32_and_the_artifact(tmp_path):
+    """Three colours and a legend: a model error (green far from yellow) and a drift (magenta far from green) look different."""
+    from lagchand_edge.drift.report import ARTIFACT, FP32, TRUTH, draw_worst
+
+    image = np.zeros((256, 256, 3), np.uint8)
+    line = np.stack([np.linspace(40, 200, 21), np.full(21, 60.0)], -1)
+    truth, reference, artifact = (np.stack([line + (0, dy), line + (0, dy + 20)]) for dy in (0, 60, 120))
+    sample = WorstSample(3.0, 0, "0/0/0", image, (reference, np.zeros((2, 0, 2))), (artifact, np.zeros((2, 0, 2))), truth)
+    entry = Entry(Path("tflite-int8"), drift=DriftTally(1, worst=[sample]))
+    run = DriftRun({}, {}, (0, 1), [entry], AccuracyTally(), ["0/0/0"], 0.0, 0.0, {}, None)
+    draw_worst(run, entry, 0, tmp_path / "worst.png")
+    picture = np.asarray(Image.open(tmp_path / "worst.png"))
+    for colour, (x, y) in ((TRUTH, truth[0, 10]), (FP32, reference[0, 10]), (ARTIFACT, artifact[0, 10])):
+        patch = picture[int(2 * y) - 2 : int(2 * y) + 3, int(2 * x) - 2 : int(2 * x) + 3].reshape(-1, 3).astype(int)
+        assert (np.abs(patch - colour).max(axis=1) < 40).any(), colour  # each drawn where it belongs, at twice the crop's size
+    legend = picture[6:19, 6:19].reshape(-1, 3).astype(int)
+    assert (np.abs(legend - TRUTH).max(axis=1) < 10).mean() > 0.5  # the legend's first swatch
 
 
 def test_shard_merge_equals_one_process(drift_inputs, tiny_checkpoint, synth_root, tmp_path):

@@ -101,6 +101,9 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     assert rows["tiny.tflite"]["macs"] == 30 * 30 * 8 * 3 * 3 * 3 + 8 * 4 and rows["tiny.pte"]["macs"] is None
     html = (tmp_path / "profile.html").read_text()
     assert "data:image/png;base64," in html and "host proxy" in html
+    assert f"{session['machine']['cpu']}, 2 threads" in html.split("</h1>")[0]  # the heading says where and how it ran
+    assert "<pre" not in html and "speed-up vs eager FP32" in html  # goals as a table, not a JSON dump
+    assert html.count("<h3>") == 2 and html.count("<th>op type</th>") == 2  # where the time goes: a table per broken-down model
     assert (tmp_path / "profile.md").is_file() and (tmp_path / "ops.png").is_file()
 
 

@@ -16,7 +16,7 @@ def convert(
     precision: str = typer.Option(None, help="fp32 (default), fp16 (tflite, coreml), int8 (all), w8 (coreml weight-only); int8 with --qat."),
     checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
     config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
-    calib_data: Path = typer.Option(None, help="Calibration data: an InterHand2.6M-format root, a cache of one, or a folder of photos (centre squares); default: synthetic."),
+    calib_data: Path = typer.Option(None, help="InterHand2.6M-format root, its cache, or a folder of photos (centre squares); default: synthetic."),
     calib_samples: int = typer.Option(32, min=1, help="Calibration images (int8), chosen round-robin over captures."),
     static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),

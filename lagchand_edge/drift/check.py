@@ -118,7 +118,7 @@ def _write(run, gates: Gates, sensitivity: dict | None, out: Path, force: bool) 
     report = build_report(run, gates.max_mpjpe_drift, gates.max_mpvpe_drift, sensitivity, gates.max_vertex_drift)
     with report_files(out, "report.json", force=force) as tmp_out:
         run.save(tmp_out)
-        write_report(run, report, tmp_out)
+        write_report(run, report, tmp_out, beside=out)
     return report
 
 

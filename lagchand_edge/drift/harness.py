@@ -137,6 +137,8 @@ class DriftRun:
                 arrays |= {prefix + "image": sample.image, prefix + "ref_j": sample.reference_2d[0], prefix + "ref_v": sample.reference_2d[1],
                            prefix + "art_j": sample.artifact_2d[0], prefix + "art_v": sample.artifact_2d[1],
                            prefix + "meta": np.array([sample.drift_mm, sample.index]), prefix + "id": np.array(sample.sample_id)}
+                if sample.truth_2d is not None:
+                    arrays[prefix + "gt_j"] = sample.truth_2d
         if self.faces is not None:
             arrays |= {f"faces_{side}": faces for side, faces in self.faces.items()}
         np.savez_compressed(out / WORST_FILE, **arrays)
@@ -157,7 +159,8 @@ def load_run(folder: Path) -> DriftRun:
             p = f"a{a}_w{w}_"
             drift_mm, index = arrays[p + "meta"]
             worst.append(WorstSample(float(drift_mm), int(index), str(arrays[p + "id"]), arrays[p + "image"],
-                                     (arrays[p + "ref_j"], arrays[p + "ref_v"]), (arrays[p + "art_j"], arrays[p + "art_v"])))
+                                     (arrays[p + "ref_j"], arrays[p + "ref_v"]), (arrays[p + "art_j"], arrays[p + "art_v"]),
+                                     arrays[p + "gt_j"] if p + "gt_j" in arrays else None))
             w += 1
         entries.append(Entry(Path(item["path"]), item["manifest"], item["status"], item["reason"], None,
                              AccuracyTally.from_state(item["accuracy"]), DriftTally.from_state(item["drift"], worst), item["seconds"],
@@ -203,6 +206,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
         gt_joints = batch["joints_cam"].numpy().astype(np.float64)
         gt_vertices = batch["vertices_cam"].numpy().astype(np.float64) if dataset.has_mesh else None
         valid = batch["joint_valid"].numpy()
+        truth_2d = np.where(valid[..., None], batch["joints_2d"].numpy(), np.nan)  # drawn in the worst samples' pictures
         tick = time.perf_counter()
         reference = reference_outputs(deploy, images, device)
         reference_seconds += time.perf_counter() - tick
@@ -224,7 +228,7 @@ def run_drift(model: LAGCHand, checkpoint: Path, dataset: InterHandDataset, arti
             entry.seconds += time.perf_counter() - tick
             pred = Aligned.of(prediction, gt_joints)
             entry.accuracy.update(pred, gt_joints, gt_vertices, valid)
-            entry.drift.update(pred, ref, start_index, batch["sample_id"], images_u8)
+            entry.drift.update(pred, ref, start_index, batch["sample_id"], images_u8, truth_2d)
         sample_ids += batch["sample_id"]
         dropped += batch["dropped"]
         if progress:

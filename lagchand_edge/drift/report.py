@@ -6,17 +6,17 @@ so the HTML can be mailed or attached to a CI run on its own.
 
 from __future__ import annotations
 
-import html
-import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from lagchand_edge.data.records import describe_skipped
 from lagchand_edge.drift.harness import DEFAULT_GATES, DriftRun, Entry
-from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES
-from lagchand_edge.plots import figure, html_figures, plot_scatter, save_figure
+from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES, MIDDLE_MCP
+from lagchand_edge.html import render
+from lagchand_edge.plots import figure, plot_scatter, save_figure
 
 PROFILE_FILE = "profile.json"
 
@@ -135,6 +135,8 @@ def plot_drift_distribution(entry: Entry, path: Path) -> None:
     ax.set_xlabel("per-sample mean vertex distance to FP32 (mm)")
     ax.set_ylabel("samples")
     ax.set_title(f"{entry.name}: drift distribution")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(6))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     ax.legend()
     save_figure(fig, path)
 
@@ -143,24 +145,43 @@ def plot_per_joint(entry_row: dict, path: Path) -> None:
     plt = figure()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     values = entry_row["drift"]["per_joint_drift_mm"]
-    ax.bar(range(len(values)), values, color="#e08a2c")
-    ax.set_xticks(range(len(values)), INTERHAND_JOINT_NAMES, rotation=70, fontsize=7)
+    joints = [j for j in range(len(values)) if j != MIDDLE_MCP]  # outputs are relative to it: its drift is 0 by construction
+    ax.bar(range(len(joints)), [values[j] for j in joints], color="#e08a2c")
+    ax.set_xticks(range(len(joints)), [INTERHAND_JOINT_NAMES[j] for j in joints], rotation=70, fontsize=7)
     ax.set_ylabel("mean joint drift vs FP32 (mm)")
-    ax.set_title(f"{entry_row['artifact']}: per-joint drift")
+    ax.set_title(f"{entry_row['artifact']}: per-joint drift (the root, middle MCP, left out: always 0)", fontsize=9)
     save_figure(fig, path)
 
 
+#: Below this p95 vertex drift (mm; about a pixel in the crop) worst-sample pictures would show nothing.
+VISIBLE_DRIFT_MM = 0.5
+TRUTH, FP32, ARTIFACT = (250, 210, 40), (60, 200, 90), (220, 40, 200)
+
+
 def draw_worst(run: DriftRun, entry: Entry, rank: int, path: Path) -> None:
-    """The sample drawn with FP32's mesh (green) and the artifact's (magenta) over the image."""
+    """The sample with the ground-truth skeleton (yellow), FP32's mesh (green) and the artifact's
+    (magenta), and a legend: a model error (green far from yellow) and a drift (magenta far
+    from green) look different."""
+    from PIL import ImageDraw
+
     from lagchand_edge.viz import draw_hands
 
     sample = entry.drift.worst_sorted()[rank]
-    green, magenta = (60, 200, 90), (220, 40, 200)
     scale = 2
-    first = draw_hands(sample.image, sample.reference_2d[0], sample.reference_2d[1], run.faces, scale=scale,
-                       colours={"left": green, "right": green})
+    picture = np.asarray(sample.image)
+    if sample.truth_2d is not None:
+        valid = np.isfinite(sample.truth_2d).all(-1)
+        picture = np.asarray(draw_hands(picture, np.nan_to_num(sample.truth_2d), scale=1, colours={"left": TRUTH, "right": TRUTH},
+                                        joint_valid=valid))
+    first = draw_hands(picture, sample.reference_2d[0], sample.reference_2d[1], run.faces, scale=scale, colours={"left": FP32, "right": FP32})
     both = draw_hands(np.asarray(first), sample.artifact_2d[0] * scale, sample.artifact_2d[1] * scale, run.faces, scale=1,
-                      colours={"left": magenta, "right": magenta})
+                      colours={"left": ARTIFACT, "right": ARTIFACT})
+    draw = ImageDraw.Draw(both)
+    x = 6
+    for label, colour in (("ground truth", TRUTH), ("FP32", FP32), (entry.name, ARTIFACT)):
+        draw.rectangle([x, 6, x + 12, 18], fill=colour, outline=(255, 255, 255))
+        draw.text((x + 16, 6), label, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        x += 24 + int(draw.textlength(label))
     both.save(path)
 
 
@@ -179,40 +200,82 @@ def _profile_latency(out: Path) -> dict[str, float]:
     return {r["sha256"]: r["record"]["latency_ms"]["p50"] for r in records if r.get("sha256") and r.get("status") == "OK"}
 
 
-def write_report(run: DriftRun, report: dict, out: Path) -> list[Path]:
-    """report.json, report.md, report.html and their PNGs into `out` (an atomic folder)."""
-    images: list[tuple[str, Path]] = []
+def write_report(run: DriftRun, report: dict, out: Path, beside: Path | None = None) -> list[Path]:
+    """report.json, report.md, report.html and their PNGs into `out` (an atomic folder); `beside`
+    is the folder they land in (default `out`): a profile.json there adds accuracy vs latency."""
     rows = {r["path"]: r for r in report["artifacts"]}
-    for i, entry in enumerate(run.entries):
-        row = rows[str(entry.path)]
-        if row["verdict"] not in ("PASS", "FAIL"):
-            continue
-        stem = f"{i:02d}-{entry.name}"
-        plot_drift_distribution(entry, out / f"{stem}-drift.png")
-        plot_per_joint(row, out / f"{stem}-joints.png")
-        images += [(f"{entry.name}: drift distribution", out / f"{stem}-drift.png"), (f"{entry.name}: per-joint drift", out / f"{stem}-joints.png")]
-        for rank in range(len(entry.drift.worst)):
-            picture = out / f"{stem}-worst{rank + 1}.png"
-            draw_worst(run, entry, rank, picture)
-            sample = entry.drift.worst_sorted()[rank]
-            images.append((f"{entry.name}: worst #{rank + 1}, {sample.sample_id} ({sample.drift_mm:.3f} mm; FP32 green, artifact magenta)", picture))
+    sections = [_artifact_section(run, entry, rows[str(entry.path)], i, out) for i, entry in enumerate(run.entries)]
+    overall = []
     measured = [r for r in report["artifacts"] if "accuracy" in r]
+    reference_mpjpe = report["reference"]["accuracy"]["mpjpe"]
     if measured:
-        plot_scatter(measured, "size_bytes", "size (bytes)", out / "accuracy-vs-size.png")
-        images.insert(0, ("accuracy vs size", out / "accuracy-vs-size.png"))
-        latency = _profile_latency(out)
+        plot_scatter(measured, "size_bytes", "size (MB)", out / "accuracy-vs-size.png", reference_mpjpe=reference_mpjpe, scale=1e-6)
+        overall.append(("accuracy vs size: FP32's MPJPE as a line, the int8 gate as a band", out / "accuracy-vs-size.png"))
+        latency = _profile_latency(beside or out)
         if latency:
             for r in measured:
                 r["latency_p50_ms"] = latency.get(r["sha256"])
-            plot_scatter(measured, "latency_p50_ms", "p50 latency (ms, host proxy)", out / "accuracy-vs-latency.png", pareto=True)
-            images.insert(1, ("accuracy vs latency", out / "accuracy-vs-latency.png"))
+            plot_scatter(measured, "latency_p50_ms", "p50 latency (ms, host proxy)", out / "accuracy-vs-latency.png", pareto=True,
+                         reference_mpjpe=reference_mpjpe)
+            overall.append(("accuracy vs latency (profile.json in this folder); dashed: the Pareto front", out / "accuracy-vs-latency.png"))
+    sensitivity = None
     if report.get("sensitivity"):
-        plot_sensitivity(report["sensitivity"], out / "sensitivity.png")
-        images.insert(0, ("per-layer sensitivity", out / "sensitivity.png"))
+        sensitivity = out / "sensitivity.png"
+        plot_sensitivity(report["sensitivity"], sensitivity)
+    images = overall + ([("per-layer sensitivity", sensitivity)] if sensitivity else []) + [f for s in sections for f in s["figures"]]
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "report.md").write_text(markdown(report, images))
-    (out / "report.html").write_text(html_page(report, images))
+    raw = json.dumps({k: v for k, v in report.items() if k != "sample_ids"}, indent=1, default=float)
+    gates = ", ".join(f"{mm:g} mm at {precision}" for precision, mm in DEFAULT_GATES.items())
+    overrides = {r["gate"]["max_mpjpe_drift_mm"] for r in measured} - set(DEFAULT_GATES.values())
+    vertex_gate = next((r["gate"]["max_p95_vertex_drift_mm"] for r in measured if r["gate"]["max_p95_vertex_drift_mm"] is not None), None)
+    page = render("drift.html.j2", title="LAGCHand drift report", passed=report["passed"], overview=_overview(report),
+                  table=summary_lines(report), anchors={s["name"]: s["anchor"] for s in sections}, artifacts=sections, overall=overall,
+                  sensitivity=sensitivity, raw=raw, gates=gates + (" (overridden here)" if overrides else " by default"), vertex_gate=vertex_gate)
+    (out / "report.html").write_text(page)
     return [out / "report.json", out / "report.md", out / "report.html"]
+
+
+def _artifact_section(run: DriftRun, entry: Entry, row: dict, index: int, out: Path) -> dict:
+    """One artifact's part of the page: its numbers, its charts, its worst samples when drift is visible."""
+    section = {"name": row["artifact"], "anchor": f"a{index}-{re.sub(r'[^a-zA-Z0-9-]+', '-', row['artifact'])}", "verdict": row["verdict"],
+               "verdict_text": _verdict(row), "reason": row.get("reason") or "", "facts": [], "figures": [], "worst_note": ""}
+    if row["verdict"] not in ("PASS", "FAIL"):
+        return section
+    accuracy, drift, gate = row["accuracy"], row["drift"], row["gate"]
+    snr = ", ".join(f"{name} {_fmt(value, 1) if value is not None else 'identical'}" for name, value in drift["snr_db"].items())
+    vertex = drift["vertex_drift_mm"]
+    mpvpe = (f", MPVPE {accuracy['mpvpe']:.3f} mm (ΔMPVPE {row['delta_mpvpe_mm']:+.4f}, gate ±{gate['max_mpvpe_drift_mm']:g})"
+             if "mpvpe" in accuracy else "")
+    section["facts"] = [
+        f"`{row['path']}`: {row['target']} {row['precision']}, run by {row['runtime']}, {row['size_bytes'] / 1e6:.2f} MB, "
+        f"{row['ms_per_sample']:.1f} ms per sample here",
+        f"Accuracy vs ground truth: MPJPE {accuracy['mpjpe']:.3f} mm (ΔMPJPE {row['delta_mpjpe_mm']:+.4f}, gate ±{gate['max_mpjpe_drift_mm']:g})"
+        + mpvpe,
+        f"Drift from FP32's outputs (per-sample mean vertex distance): mean {vertex['mean']:.4g}, p50 {vertex['p50']:.4g}, "
+        f"p95 {vertex['p95']:.4g}, max {vertex['max']:.4g} mm" + (f" (gate on p95: {gate['max_p95_vertex_drift_mm']:g} mm)"
+                                                                   if gate["max_p95_vertex_drift_mm"] is not None else ""),
+        f"Output SNR vs FP32 (dB): {snr}",
+    ]
+    if row.get("int8_plan"):
+        plan = row["int8_plan"]
+        section["facts"].append(f"int8 plan: W8A8 {plan['static_w8a8']}, float activations {plan['float_activations'] or '-'}, "
+                                f"float {plan['keep_float'] or '-'}")
+    stem = f"{index:02d}-{entry.name}"
+    plot_drift_distribution(entry, out / f"{stem}-drift.png")
+    plot_per_joint(row, out / f"{stem}-joints.png")
+    section["figures"] = [(f"{entry.name}: drift distribution", out / f"{stem}-drift.png"),
+                          (f"{entry.name}: per-joint drift", out / f"{stem}-joints.png")]
+    if vertex["p95"] < VISIBLE_DRIFT_MM:
+        section["worst_note"] = (f"No worst-sample pictures: the p95 drift ({vertex['p95']:.3g} mm) is below {VISIBLE_DRIFT_MM} mm, "
+                                 "about a pixel in the crop, so the meshes would be drawn on top of each other.")
+        return section
+    for rank, sample in enumerate(entry.drift.worst_sorted()):
+        picture = out / f"{stem}-worst{rank + 1}.png"
+        draw_worst(run, entry, rank, picture)
+        section["figures"].append((f"worst #{rank + 1}: {sample.sample_id}, {sample.drift_mm:.3f} mm from FP32 "
+                                   "(yellow: ground truth, green: FP32, magenta: this artifact)", picture))
+    return section
 
 
 def plot_sensitivity(sensitivity: dict, path: Path) -> None:
@@ -272,20 +335,3 @@ def markdown(report: dict, images: list[tuple[str, Path]]) -> str:
         lines += [f"| {r['module']} | {r['only_this_int8_mm']:.3f} | {r['all_but_this_int8_mm']:.3f} |" for r in report["sensitivity"]["ranking"]]
     lines += [""] + [f"![{title}]({path.name})" for title, path in images]
     return "\n".join(lines) + "\n"
-
-
-def html_page(report: dict, images: list[tuple[str, Path]]) -> str:
-    table = summary_lines(report)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
-    cell = '<td class="{}">{}</td>'  # a verdict cell's class is its first word (PASS, FAIL, ...)
-    body = "".join("<tr>" + "".join(cell.format(html.escape(c.split(" ")[0]), html.escape(c)) for c in row) + "</tr>" for row in table[1:])
-    figures = html_figures(images)
-    overview = "".join(f"<li>{html.escape(line)}</li>" for line in _overview(report))
-    raw = io.StringIO()
-    json.dump({k: v for k, v in report.items() if k != "sample_ids"}, raw, indent=1, default=float)
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px;font-size:13px}.PASS{background:#d9f2dd}.FAIL{background:#f7d4d4}.ERROR{background:#f2e2c4}"
-             ".SKIPPED{background:#eee}figure{display:inline-block;margin:8px}img{max-width:560px}")
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>LAGCHand drift report</title><style>{style}</style></head>"
-            f"<body><h1>LAGCHand drift report</h1><ul>{overview}</ul><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"{figures}<details><summary>all numbers (report.json)</summary><pre>{html.escape(raw.getvalue())}</pre></details></body></html>\n")

@@ -109,6 +109,7 @@ class WorstSample:
     image: np.ndarray  # (256, 256, 3) uint8
     reference_2d: tuple[np.ndarray, np.ndarray]  # joints (2, 21, 2), vertices (2, V, 2) in the crop
     artifact_2d: tuple[np.ndarray, np.ndarray]
+    truth_2d: np.ndarray | None = None  # ground-truth joints (2, 21, 2) in the crop, NaN where not valid
 
     def __lt__(self, other: WorstSample) -> bool:  # heap order: smallest drift first, ties by sample
         return (self.drift_mm, -self.index) < (other.drift_mm, -other.index)
@@ -126,7 +127,8 @@ class DriftTally:
     noise: dict[str, int] = field(default_factory=dict)  # sum of (artifact - ref)^2
     worst: list[WorstSample] = field(default_factory=list)
 
-    def update(self, pred: Aligned, ref: Aligned, start_index: int, sample_ids: list[str], images: np.ndarray) -> None:
+    def update(self, pred: Aligned, ref: Aligned, start_index: int, sample_ids: list[str], images: np.ndarray,
+               truth_2d: np.ndarray | None = None) -> None:
         # Distances between the raw outputs (root-relative, normalised metres -> mm), as the parity
         # check measures them: the protocol's GT rescaling would amplify a drifted bone length.
         pv, rv = pred.raw.vertices * 1000.0, ref.raw.vertices * 1000.0
@@ -144,7 +146,7 @@ class DriftTally:
         ref_2d, art_2d = ref.raw.project(), pred.raw.project()
         for i, value in enumerate(per_sample):
             candidate = WorstSample(float(value), start_index + i, sample_ids[i], images[i],
-                                    (ref_2d[0][i], ref_2d[1][i]), (art_2d[0][i], art_2d[1][i]))
+                                    (ref_2d[0][i], ref_2d[1][i]), (art_2d[0][i], art_2d[1][i]), None if truth_2d is None else truth_2d[i])
             self._offer(candidate)
 
     def _offer(self, candidate: WorstSample) -> None:

@@ -3,11 +3,11 @@ ratios, and (when a drift report sits in the same folder) one accuracy-vs-latenc
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-from lagchand_edge.plots import figure, html_figures, plot_scatter, save_figure
+from lagchand_edge.html import render
+from lagchand_edge.plots import figure, plot_scatter, save_figure
 
 DRIFT_REPORT = "report.json"
 
@@ -79,31 +79,53 @@ def _accuracy_rows(session: dict, drift: dict) -> list[dict]:
     return rows
 
 
-def op_summary(row: dict) -> list[str]:
-    """Where the time goes, in a few lines (the report's op breakdown)."""
+def op_details(row: dict) -> dict | None:
+    """Where one model's time goes: a summary line, its op counts, its slowest op types and modules."""
     ops = row["record"].get("op_breakdown")
     if not ops:
-        return []
+        return None
     if "execute_ms" in ops:
-        lines = [f"{row['artifact']}: {ops['execute_ms']:.1f} ms in Method::execute; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
-                 f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})"]
+        summary = (f"{ops['execute_ms']:.1f} ms in Method::execute; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
+                   f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})")
     else:
         fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
         timed = ""  # records from device runners older than the op timer have counts only
         if "isolated_ops_ms" in ops:
             untimed = f", {ops['untimed_ops']} ops could not run alone" if ops["untimed_ops"] else ""
             timed = f"{ops['isolated_ops_ms']:.1f} ms in ops timed alone (whole model p50 {row['record']['latency_ms']['p50']:.1f} ms{untimed}); "
-        lines = [f"{row['artifact']}: {timed}{ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
-                 f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}"]
-    if ops.get("op_counts"):  # the op diet: how many ops of each type the runtime executes
-        counts = ops["op_counts"]
-        lines.append(f"  {sum(counts.values())} ops: " + ", ".join(f"{name} {n}" for name, n in list(counts.items())[:10]))
-    lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in ops.get("top_ops", [])[:8]]
-    for depth, label in ((1, "by module"), (3, "slowest blocks")):
-        modules = _modules_at(ops, depth)[:6]
-        if modules:
-            lines.append(f"  {label}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in modules))
+        summary = (f"{timed}{ops['delegated_ops']}/{ops['ops']} ops in {ops['delegate_partitions']} XNNPACK partitions "
+                   f"({100 * ops['delegated_fraction']:.1f}%); outside the delegate: {fallback}")
+    counts = ops.get("op_counts") or {}  # the op diet: how many ops of each type the runtime executes
+    modules = [(label, _modules_at(ops, depth)[:6]) for depth, label in ((1, "by module"), (3, "slowest blocks"))]
+    return {"artifact": row["artifact"], "summary": summary, "total_ops": sum(counts.values()), "op_counts": list(counts.items())[:10],
+            "top_ops": ops.get("top_ops", [])[:8], "modules": [(label, found) for label, found in modules if found]}
+
+
+def op_summary(row: dict) -> list[str]:
+    """Where the time goes, in a few lines (the terminal's and the Markdown report's form of `op_details`)."""
+    details = op_details(row)
+    if details is None:
+        return []
+    lines = [f"{row['artifact']}: {details['summary']}"]
+    if details["op_counts"]:
+        lines.append(f"  {details['total_ops']} ops: " + ", ".join(f"{name} {n}" for name, n in details["op_counts"]))
+    lines += [f"  {o['op']} [{o['kind']}] x{o['calls']}: {o['ms']:.2f} ms" for o in details["top_ops"]]
+    lines += [f"  {label}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in found) for label, found in details["modules"]]
     return lines
+
+
+def goal_rows(goals: dict) -> list[list[str]]:
+    """The goals as a table: what, measured, goal, met."""
+    rows = [["goal", "measured", "target", "met"]]
+    for target, ratio in goals["int8_speedup_vs_eager"].items():
+        rows.append([f"int8 {target} speed-up vs eager FP32", f"{ratio:.2f}x", f">= {goals['speedup_goal']:g}x",
+                     "yes" if ratio >= goals["speedup_goal"] else "no"])
+    best = goals.get("best_int8_vs_mediapipe_full")
+    if best:
+        macs = f" (it does {best['macs_ratio']:.2f}x the MACs)" if "macs_ratio" in best else ""
+        rows.append([f"best int8 ({best['artifact']}) / MediaPipe hand_landmark_full p50", f"{best['ratio']:.2f}x{macs}",
+                     f"<= {best['goal']:g}x", "yes" if best["ratio"] <= best["goal"] else "no"])
+    return rows
 
 
 def _modules_at(ops: dict, separators: int) -> list[tuple[str, float]]:
@@ -130,36 +152,31 @@ def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None
     images = []
     if any(r["status"] == "OK" for r in session["results"]):
         _plot_latency(session, out / "latency.png")
-        images.append(("latency distribution", out / "latency.png"))
+        images.append(("latency distribution per model", out / "latency.png"))
     broken_down = [r for r in session["results"] if r["status"] == "OK" and (r["record"].get("op_breakdown") or {}).get("top_ops")]
     if broken_down:
         _plot_op_breakdown(broken_down, out / "ops.png")
-        images.append(("where the time goes: slowest op types", out / "ops.png"))
+        images.append(("where the time goes: slowest op types (blue: inside XNNPACK, red: outside it)", out / "ops.png"))
     drift_path = (drift_dir or out) / DRIFT_REPORT
     if drift_path.is_file():
         drift = json.loads(drift_path.read_text())
         rows = _accuracy_rows(session, drift)
         if rows:
-            plot_scatter(rows, "latency_p50_ms", f"p50 latency (ms, {session['label']})", out / "accuracy-vs-latency.png", pareto=True)
-            images.append(("accuracy vs latency (Pareto front dashed)", out / "accuracy-vs-latency.png"))
+            plot_scatter(rows, "latency_p50_ms", f"p50 latency (ms, {session['label']})", out / "accuracy-vs-latency.png", pareto=True,
+                         reference_mpjpe=drift["reference"]["accuracy"]["mpjpe"])
+            images.append(("accuracy vs latency (report.json in this folder); dashed: the Pareto front", out / "accuracy-vs-latency.png"))
     session["goals"] = goals(session)
     (out / "profile.json").write_text(json.dumps(session, indent=1))
     table = table_rows(session)
     ops = [line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)]
-    md = [f"# LAGCHand latency ({session['label']}: {session['machine']['cpu']}, {session['settings']['threads']} threads)", "",
-          "| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])] + ["| " + " | ".join(r) + " |" for r in table[1:]]
-    md += ["", "## Goals", "", "```", json.dumps(session["goals"], indent=1), "```", "", "## Where the time goes", "", "```", *ops, "```", ""]
+    heading = f"LAGCHand latency: {session['machine']['cpu']}, {session['settings']['threads']} threads ({session['label']})"
+    md = [f"# {heading}", "", "| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])] + ["| " + " | ".join(r) + " |" for r in table[1:]]
+    goal_table = goal_rows(session["goals"])
+    md += ["", "## Goals", "", "| " + " | ".join(goal_table[0]) + " |", "|" + " --- |" * len(goal_table[0])]
+    md += ["| " + " | ".join(r) + " |" for r in goal_table[1:]] + ["", "## Where the time goes", "", "```", *ops, "```", ""]
     md += [f"![{t}]({p.name})" for t, p in images]
     (out / "profile.md").write_text("\n".join(md) + "\n")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
-    figures = html_figures(images)
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px}img{max-width:640px}")
-    (out / "profile.html").write_text(
-        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>LAGCHand latency</title><style>{style}</style></head><body>"
-        f"<h1>LAGCHand latency ({html.escape(session['label'])})</h1><p>Host numbers are a proxy, not on-device numbers.</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<h2>Goals</h2><pre>{html.escape(json.dumps(session['goals'], indent=1))}</pre>"
-        f"<h2>Where the time goes</h2><pre>{html.escape(chr(10).join(ops))}</pre>{figures}</body></html>\n")
-
+    details = [d for d in (op_details(r) for r in session["results"] if r["status"] == "OK") if d]
+    (out / "profile.html").write_text(render("profile.html.j2", title="LAGCHand latency", heading=heading, platform=session["machine"]["platform"],
+                                             table=table, goals=goal_table, stability=session["goals"]["stability"], details=details,
+                                             figures=images))

@@ -1,0 +1,50 @@
+"""The two report pages as a reader sees them (#23): rendered by a headless Chromium when one is
+installed (Debian's `chromium`; skipped otherwise), every image must load and nothing may make
+the page wider than the window."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(name)), None)
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt);
+  const root = document.documentElement;
+  document.body.setAttribute("data-check", JSON.stringify({broken, images: document.images.length,
+                                                           overflow: root.scrollWidth - root.clientWidth}));
+});
+</script>"""
+
+
+def rendered_check(page, tmp_path) -> dict:
+    """What the browser found on `page`: broken images, image count, horizontal overflow in px."""
+    probe = tmp_path / f"probe-{page.name}"
+    probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+    done = subprocess.run([BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-check="([^"]*)"', done.stdout)
+    assert found, done.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt install chromium)")
+def test_report_pages_load_every_image_and_fit_the_window(fp32_artifacts, tiny_checkpoint, synth_root, tmp_path):
+    out = tmp_path / "report"
+    cli = [sys.executable, "-m", "lagchand_edge"]
+    artifacts = [str(result.path) for result in fp32_artifacts.values()]
+    profile = subprocess.run([*cli, "profile", *artifacts, "--checkpoint", str(tiny_checkpoint), "--runs", "3", "--warmup", "1",
+                              "--out", str(out)], capture_output=True, text=True)
+    drift = subprocess.run([*cli, "drift", *artifacts, "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root), "--out", str(out)],
+                           capture_output=True, text=True)
+    assert profile.returncode == 0 and drift.returncode == 0, profile.stderr + drift.stderr
+    for page in ("report.html", "profile.html"):
+        found = rendered_check(out / page, tmp_path)
+        assert found["images"] >= 3 and found["broken"] == [] and found["overflow"] <= 0, (page, found)
