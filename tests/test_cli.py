@@ -50,6 +50,14 @@ def test_every_option_says_what_it_does():
     assert "<bool>" not in run_cli("drift", "check", "--help", check=True).stdout
 
 
+def test_renamed_options_keep_their_old_spelling_hidden(tmp_path):
+    """#22: train and qat count samples with --num like every other command; --limit still works, hidden."""
+    assert "--limit" not in run_cli("train", "--help", check=True).stdout
+    for command in (["train"], ["qat", "--target", "executorch"]):
+        assert_user_error(run_cli(*command, "--data", str(tmp_path), "--out", str(tmp_path / "x.safetensors"), "--num", "2", "--limit", "3"),
+                          "--limit is the old name of --num")
+
+
 def test_drift_merge_is_a_command_of_its_own():
     merge = run_cli("drift", "merge", "--help", check=True).stdout
     assert "Fold shard outputs" in merge and "--max-vertex-drift" in merge and "--per-layer" not in merge

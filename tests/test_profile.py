@@ -102,7 +102,7 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     html = (tmp_path / "profile.html").read_text()
     assert "data:image/png;base64," in html and "host proxy" in html
     assert f"{session['machine']['cpu']}, 2 threads" in html.split("</h1>")[0]  # the heading says where and how it ran
-    assert "<pre" not in html and "speed-up vs eager FP32" in html  # goals as a table, not a JSON dump
+    assert "<pre" not in html and "no int8 artifact in this session" in html  # goals: a table, or a sentence, never a JSON dump
     assert html.count("<h3>") == 2 and html.count("<th>op type</th>") == 2  # where the time goes: a table per broken-down model
     assert (tmp_path / "profile.md").is_file() and (tmp_path / "ops.png").is_file()
 
@@ -183,7 +183,7 @@ def _row(artifact, target, precision, p50, macs=None):
 
 
 def test_goals_take_the_fastest_int8_artifact_of_each_target():
-    from lagchand_edge.profile.report import goals
+    from lagchand_edge.profile.report import goal_rows, goals
 
     session = {"results": [_row("pytorch-eager-fp32", "pytorch", "fp32", 30.0), _row("slow", "tflite", "int8", 12.0, 7e8),
                            _row("fast", "tflite", "int8", 9.0, 7e8), _row("et", "executorch", "int8", 10.0, 7e8),
@@ -192,6 +192,9 @@ def test_goals_take_the_fastest_int8_artifact_of_each_target():
     assert summary["int8_speedup_vs_eager"] == {"tflite": pytest.approx(30 / 9), "executorch": pytest.approx(3.0)}
     assert summary["best_int8_vs_mediapipe_full"] == {"artifact": "fast", "ratio": pytest.approx(3.0), "goal": 1.0,
                                                       "macs_ratio": pytest.approx(2.0)}
+    assert goal_rows(summary)[1:] == [["int8 tflite speed-up vs eager FP32", "3.33x", ">= 4x", "no"],
+                                      ["int8 executorch speed-up vs eager FP32", "3.00x", ">= 4x", "no"],
+                                      ["best int8 (fast) / MediaPipe hand_landmark_full p50", "3.00x (it does 2.00x the MACs)", "<= 1x", "no"]]
 
 
 def test_op_summary_reads_litert_records_with_and_without_op_times():

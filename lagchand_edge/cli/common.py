@@ -44,3 +44,13 @@ def module_names(option: str | None, default: tuple[str, ...]) -> tuple[str, ...
     if option is None:
         return default
     return () if option.strip().lower() == "none" else tuple(n.strip() for n in option.split(",") if n.strip())
+
+
+def renamed(value, old_value, name: str, old_name: str):
+    """An option under its new name, or under its old one (a hidden alias kept for one release);
+    both at once must agree."""
+    from lagchand_edge.errors import UserError
+
+    if value is not None and old_value is not None and value != old_value:
+        raise UserError(f"{old_name} is the old name of {name}; give one of them")
+    return value if value is not None else old_value

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lagchand_edge.cli.common import console, emit_json, progress_bar, stdout
+from lagchand_edge.cli.common import console, emit_json, progress_bar, renamed, stdout
 from lagchand_edge.data.records import describe_skipped
 
 LOG_EVERY = 100  # training steps between log lines when stderr is not a terminal
@@ -47,7 +47,8 @@ def train(
     schedule: str = typer.Option("step", help="step: lr / 10 at half-way (paper section 4.1); cosine: linear warm-up, then cosine to 0."),
     warmup: float = typer.Option(0.03, min=0.0, max=0.5, help="Fraction of training that warms up (cosine)."),
     seed: int = typer.Option(0, help="Seed for weights, shuffling and augmentation."),
-    limit: int = typer.Option(None, help="Use only the first N samples."),
+    num: int = typer.Option(None, min=1, help="Use only the first N samples (as --num does everywhere)."),
+    limit: int = typer.Option(None, min=1, hidden=True, help="Old name of --num, kept for one release."),
     resume: bool = typer.Option(False, help="Continue from OUT's last finished epoch."),
     force: bool = typer.Option(False, help="Replace OUT if it exists (without it, an existing OUT is refused unless --resume)."),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning; fresh optimizer)."),
@@ -69,7 +70,8 @@ def train(
     from lagchand_edge.train.losses import parse_weights
 
     options = TrainOptions(data=data, out=out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
-                           seed=seed, limit=limit, resume=resume, force=force, init=init, weights=parse_weights(loss_weight), edge_from=edge_from,
+                           seed=seed, limit=renamed(num, limit, "--num", "--limit"), resume=resume, force=force, init=init,
+                           weights=parse_weights(loss_weight), edge_from=edge_from,
                            bf16=bf16, augment=augment, clip_grad=clip_grad, budget_minutes=budget_minutes, val_data=val_data,
                            val_num=val_num, mano_dir=mano_dir)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lagchand_edge.cli.common import console, module_names, progress_bar, stdout
+from lagchand_edge.cli.common import console, module_names, progress_bar, renamed, stdout
 
 LOG_EVERY = 20  # steps between log lines when stderr is not a terminal
 
@@ -25,7 +25,8 @@ def qat(
     static: str = typer.Option(None, help="int8 plan: modules quantized W8A8 (default: all, 'model')."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float."),
-    limit: int = typer.Option(None, min=1, help="Use only the first N samples."),
+    num: int = typer.Option(None, min=1, help="Use only the first N samples (as --num does everywhere)."),
+    limit: int = typer.Option(None, min=1, hidden=True, help="Old name of --num, kept for one release."),
     resume: bool = typer.Option(False, help="Continue from OUT's last finished epoch."),
     seed: int = typer.Option(0, help="Seed for shuffling."),
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
@@ -39,7 +40,8 @@ def qat(
     plan = Int8Plan(module_names(static, default.static), module_names(float_activations, default.float_activations),
                     module_names(keep_float, default.keep_float))
     options = QATOptions(target=target, data=data, out=out, checkpoint=checkpoint, split=split, epochs=epochs, batch_size=batch_size,
-                         lr=lr, freeze_observers=freeze_observers, plan=plan, seed=seed, limit=limit, resume=resume, mano_dir=mano_dir)
+                         lr=lr, freeze_observers=freeze_observers, plan=plan, seed=seed, limit=renamed(num, limit, "--num", "--limit"),
+                         resume=resume, mano_dir=mano_dir)
     started = time.perf_counter()
     with progress_bar(f"QAT ({target})", None) as advance:
         def on_step(epoch: int, step: int, losses: dict) -> None:
