@@ -109,25 +109,28 @@ class Ranks:
             if self.leader:
                 show(total_done)
 
+        result, status = None, (None, 0)  # status: (error message, exit code) or (None, 0)
         try:
-            outcome = ("ok", work(tick), 0)
+            result = work(tick)
         except UserError as exc:
-            outcome = ("error", str(exc), 2)
+            status = (str(exc), 2)
         except Exception as exc:  # a bug on this rank: its traceback goes to a file, the run still ends cleanly
-            outcome = ("error", describe_internal_error(exc), 1)
+            status = (describe_internal_error(exc), 1)
         self.store.add(finished_key, 1)
         while self.leader and self.store.add(finished_key, 0) < self.world:  # keep the bar moving while the others finish
             show(self.store.add(done_key, 0))
             time.sleep(POLL_SECONDS)
         if self.leader:
             show(self.store.add(done_key, 0))
-        outcomes: list = [None] * self.world
-        dist.all_gather_object(outcomes, outcome)
-        failed = [(rank, message, code) for rank, (status, message, code) in enumerate(outcomes) if status == "error"]
+        statuses: list = [None] * self.world
+        dist.all_gather_object(statuses, status)  # every rank learns of a failure (small)...
+        failed = [(rank, message, code) for rank, (message, code) in enumerate(statuses) if message is not None]
         if failed:
             rank, message, code = failed[0]
             raise RankFailure(f"rank {rank} of {self.world}: {message}", code, speak=self.leader)
-        return [value for _, value, _ in outcomes] if self.leader else None
+        results: list | None = [None] * self.world if self.leader else None
+        dist.gather_object(result, results, dst=0)  # ...only rank 0 receives the results (they can be large)
+        return results
 
 
 @contextmanager
