@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: The int8 gate on |ΔMPJPE| (mm), drawn as a band in the accuracy charts (the drift harness's default).
-DEFAULT_INT8_GATE_MM = 1.0
-
 
 def figure():
     """matplotlib.pyplot, with the Agg backend selected first."""
@@ -25,10 +22,10 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_scatter(rows: list[dict], x_key: str, x_label: str, path: Path, pareto: bool = False, reference_mpjpe: float | None = None,
-                 scale: float = 1.0) -> None:
+                 gate_mm: float | None = None, scale: float = 1.0) -> None:
     """Accuracy (MPJPE vs GT) against size or latency, one marker per artifact named in the legend
-    (labels beside points collide). With `reference_mpjpe`, FP32's line and the int8 gate's band
-    around it: the y axis then spans at least the gate, so a 0.2 mm spread does not look like a
+    (labels beside points collide). With `reference_mpjpe`, FP32's line, and with `gate_mm` the
+    int8 gate's band around it: the y axis then spans at least the gate, so a 0.2 mm spread does not look like a
     landslide. `pareto` draws the front (better on both axes) when two or more points make it."""
     plt = figure()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -37,9 +34,9 @@ def plot_scatter(rows: list[dict], x_key: str, x_label: str, path: Path, pareto:
     for i, (x, y, name) in enumerate(points):
         ax.scatter(x, y, s=46, marker=markers[i % len(markers)], label=name, zorder=3)
     if reference_mpjpe is not None:
-        gate = DEFAULT_INT8_GATE_MM
         ax.axhline(reference_mpjpe, color="#555", linewidth=1, label="FP32 reference")
-        ax.axhspan(reference_mpjpe - gate, reference_mpjpe + gate, color="#2a9d4a", alpha=0.08, label=f"int8 gate (±{gate:g} mm)")
+        if gate_mm is not None:
+            ax.axhspan(reference_mpjpe - gate_mm, reference_mpjpe + gate_mm, color="#2a9d4a", alpha=0.08, label=f"int8 gate (±{gate_mm:g} mm)")
     if pareto:
         front, best = [], float("inf")
         for x, y, _ in points:

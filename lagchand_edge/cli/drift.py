@@ -31,13 +31,13 @@ app = typer.Typer(cls=_CheckByDefault, no_args_is_help=True,
 
 @contextmanager
 def stage_bar(description: str, total: int | None, shown: bool = True) -> Iterator:
-    """A progress bar that also shows samples/s (the library's `stages`)."""
+    """A progress bar that also shows its rate per second (the library's `stages`: samples, models, targets)."""
     with progress_bar(description, total, shown) as advance:
         started, done = time.perf_counter(), [0]
 
         def tick(n: int = 1, **fields) -> None:
             done[0] += n
-            advance(n, info=f"{done[0] / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
+            advance(n, info=f"{done[0] / max(time.perf_counter() - started, 1e-9):.1f}/s")
 
         yield tick
 

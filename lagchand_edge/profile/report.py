@@ -162,8 +162,10 @@ def write_profile_report(session: dict, out: Path, drift_dir: Path | None = None
         drift = json.loads(drift_path.read_text())
         rows = _accuracy_rows(session, drift)
         if rows:
+            from lagchand_edge.drift.harness import DEFAULT_GATES
+
             plot_scatter(rows, "latency_p50_ms", f"p50 latency (ms, {session['label']})", out / "accuracy-vs-latency.png", pareto=True,
-                         reference_mpjpe=drift["reference"]["accuracy"]["mpjpe"])
+                         reference_mpjpe=drift["reference"]["accuracy"]["mpjpe"], gate_mm=DEFAULT_GATES["int8"])
             images.append(("accuracy vs latency (report.json in this folder); dashed: the Pareto front", out / "accuracy-vs-latency.png"))
     session["goals"] = goals(session)
     (out / "profile.json").write_text(json.dumps(session, indent=1))
