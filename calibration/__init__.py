@@ -1,5 +1,6 @@
-"""Calibration for PTQ: deterministic, stratified sample selection shared by every target."""
+"""How to quantize, shared by every target: calibration sample selection (`select`), int8 plans
+(`plans`), the scoped quantizer behind mixed precision (`mixed_precision`), per-layer
+sensitivity (`sensitivity`) and quantization-aware training (`qat`).
 
-from calibration.select import CalibrationSet, select_calibration
-
-__all__ = ["CalibrationSet", "select_calibration"]
+Nothing is imported here: `plans` must stay torch-free for the predict app.
+"""

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from calibration.mixed_precision import check_module_names
+from calibration.plans import Int8Plan
 from converters import TARGETS, get_target
-from converters.mixed_precision import check_module_names
-from converters.recipe import ConversionError, Int8Plan
+from converters.recipe import ConversionError
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint, sidecar_path
 from lagchand_edge.data.cache import open_dataset
 from lagchand_edge.data.interhand import collate
@@ -47,12 +48,12 @@ CAMERA_WEIGHT = 100.0
 
 def qat_targets() -> list[str]:
     """Targets whose converter offers a QAT quantizer."""
-    return [name for name in TARGETS if hasattr(get_target(name), "qat_quantizer")]
+    return [name for name in TARGETS if get_target(name).QAT_UNAVAILABLE is None]
 
 
 def check_target(target: str) -> None:
     if target not in qat_targets():
-        why = " (LiteRT's int8 is AI Edge Quantizer's post-training calibration: no QAT path on this stack)" if target == "tflite" else ""
+        why = f" ({get_target(target).QAT_UNAVAILABLE})" if target in TARGETS else ""
         raise UserError(f"QAT is available for --target {' or '.join(qat_targets())}, not {target!r}{why}")
 
 

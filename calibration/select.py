@@ -78,11 +78,14 @@ def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test
         by_capture.setdefault(sample_id.split("/")[0], []).append(index)
     rng = np.random.default_rng(seed)
     queues = [list(rng.permutation(indices)) for _, indices in sorted(by_capture.items())]
-    chosen: list[int] = []
-    while len(chosen) < min(count, len(dataset)):
+    samples: list[dict] = []
+    while len(samples) < count and any(queues):
         for queue in queues:
-            if queue and len(chosen) < count:
-                chosen.append(int(queue.pop(0)))
-    samples = [dataset.load(i) for i in chosen]
+            if queue and len(samples) < count:
+                sample = dataset[int(queue.pop(0))]  # None: an image the lenient reader cannot read, passed over
+                if sample is not None:
+                    samples.append(sample)
+    if not samples:
+        raise UserError(f"{root}: none of its {len(dataset)} samples could be read")
     images = to_model_input(np.stack([s["image"] for s in samples]))
     return CalibrationSet([s["sample_id"] for s in samples], images, f"{root} [{dataset.split}]")

@@ -1,11 +1,15 @@
-"""Edge targets. Each module exposes the same small interface:
+"""Edge targets. Every target-specific fact lives in its module, behind the same interface:
 
     NAME, PRECISIONS, MODEL_FILE
-    convert(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
-    open_runner(model_path) -> Runner                   # .run(list[np.ndarray]) -> list[np.ndarray]
-    unavailable_reason() -> str | None                  # why this machine cannot run it, if it cannot
+    INT8_PLAN                  # the target's default int8 plan (calibration.plans.Int8Plan)
+    OBSERVERS                  # activation observers --observer may choose (empty: no choice)
+    LATENCY_UNAVAILABLE        # why `profile` cannot time it on this machine, or None
+    QAT_UNAVAILABLE            # why it has no QAT path, or None (then qat_quantizer/qat_scheme/quantizable_graph exist)
+    write_model(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
+    open_runner(model_path) -> Runner                      # .run(list[np.ndarray]) -> list[np.ndarray]
+    unavailable_reason() -> str | None                     # why this machine cannot run it, if it cannot
 
-Adding a target is one new module and one line in `TARGETS`.
+Adding a target is one new module and one line in `TARGETS`; nothing outside this package names one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from types import ModuleType
 from lagchand_edge.errors import UserError
 
 TARGETS = {"executorch": "converters.executorch", "tflite": "converters.tflite", "coreml": "converters.coreml"}
+#: the artifact (target, precision) that the drift report measures reference interpreters against
+SPEED_BASELINE = ("executorch", "fp32")
+#: runtimes that are reference interpreters, as their runners name themselves (their speed is no device's)
+INTERPRETERS = ("coreml-sim",)
 
 
 def get_target(name: str) -> ModuleType:

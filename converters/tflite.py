@@ -15,6 +15,7 @@ import io
 import os
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,17 +24,26 @@ import numpy as np
 if TYPE_CHECKING:  # torch-free at import: `Runner` serves the predict app on devices without torch
     import torch
 
-from converters.recipe import ConversionError, Int8Plan, Recipe
+from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+from converters.recipe import ConversionError, Recipe
 
 NAME = "tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_FILE = "model.tflite"
+#: AI Edge Quantizer calibrates min-max, which the outliers of the encoder's transformer stages
+#: (layers 2-4) do not survive: they keep float activations here (measured: README, "The int8 plan").
+INT8_PLAN = replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.2", "model.encoder.layers.3", "model.encoder.layers.4",
+                                                          "model.graph"))
+OBSERVERS = ()  # AI Edge Quantizer observes min-max; there is no choice to offer
+INPUTS = ("nchw", "nhwc")  # nhwc: camera frames as HWC, and one input transpose fewer in the graph
+LATENCY_UNAVAILABLE = None
+QAT_UNAVAILABLE = "LiteRT's int8 is AI Edge Quantizer's post-training calibration: no QAT path on this stack"
 FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"}, "compute_precision": "FLOAT",
                               "explicit_dequantize": True}}]
 
 
-def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
+def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import litert_torch
 
     if recipe.observer is not None:
@@ -59,7 +69,8 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         else:
             q.load_quantization_recipe(int8_recipe(model, recipe.plan))
             signature, input_name = _signature(float_path)
-            samples = [{input_name: image[None].numpy().astype(np.float32)} for image in recipe.calibration]
+            images = recipe.calibration.permute(0, 2, 3, 1) if recipe.input == "nhwc" else recipe.calibration
+            samples = [{input_name: image[None].numpy().astype(np.float32)} for image in images]
             result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
@@ -276,7 +287,8 @@ def unavailable_reason() -> str | None:
 
 
 class Runner:
-    """The LiteRT interpreter (XNNPACK by default). Float in, float out, whatever the model's I/O."""
+    """The LiteRT interpreter (XNNPACK by default). Float NCHW in, float out, whatever the model's
+    I/O: int8 tensors are quantized and dequantized here, an NHWC input gets its images transposed."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -289,6 +301,8 @@ class Runner:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         for detail, value in zip(self.inputs, inputs, strict=True):
+            if value.ndim == 4 and value.shape[1] == 3 and tuple(detail["shape"][1:]) == (*value.shape[2:], 3):
+                value = value.transpose(0, 2, 3, 1)  # an NHWC model (convert --input nhwc) given NCHW images
             scale, zero = detail["quantization"]
             if np.issubdtype(detail["dtype"], np.integer) and scale:
                 info = np.iinfo(detail["dtype"])

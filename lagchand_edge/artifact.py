@@ -59,23 +59,35 @@ def path_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def io_spec(shapes: dict[str, tuple]) -> dict:
+#: What an app hands the model, by `convert --input` (each target's `INPUTS` says which it offers).
+INPUT_FORMS = {
+    "nchw": {"dtype": "float32", "layout": "NCHW RGB", "range": [0.0, 1.0]},
+    "nhwc": {"dtype": "float32", "layout": "NHWC RGB (camera frames as they come)", "range": [0.0, 1.0]},
+    "image": {"dtype": "image", "layout": "RGB image (CoreML ImageType: a CVPixelBuffer or CGImage)", "range": [0, 255]},
+}
+
+
+def input_shape(form: str, size: int) -> tuple[int, ...]:
+    return (1, size, size, 3) if form == "nhwc" else (1, 3, size, size)
+
+
+def io_spec(shapes: dict[str, tuple], form: str = "nchw") -> dict:
     """The deployed model's inputs and outputs as an app sees them (manifest, in-file metadata, model card)."""
     return {
-        "inputs": [{"name": "image", "shape": list(shapes["image"]), "dtype": "float32", "layout": "NCHW RGB",
-                    "range": [0.0, 1.0], "normalisation": "ImageNet mean/std, applied inside the graph"}],
+        "inputs": [{"name": "image", "shape": list(shapes["image"]), **INPUT_FORMS[form],
+                    "normalisation": "ImageNet mean/std" + (" after scaling by 1/255" if form == "image" else "") + ", applied inside the graph"}],
         "outputs": [{"name": name, "shape": list(shapes[name]), "dtype": "float32",
                      "units": "normalised metres, root-relative (middle MCP)" if name != "camera" else "weak perspective (s, tx, ty)"}
                     for name in OUTPUT_NAMES],
     }
 
 
-def embedded_metadata(precision: str, source: dict, shapes: dict[str, tuple]) -> dict:
+def embedded_metadata(precision: str, source: dict, shapes: dict[str, tuple], form: str = "nchw") -> dict:
     """What a model file carries about itself where its format allows (LiteRT metadata, CoreML
     user-defined metadata): enough for an app to feed it and read it without this toolkit."""
     return {
         "model": "LAGCHand (two-hand mesh reconstruction)", "precision": precision, "config": source.get("config"),
-        "source_checkpoint_sha256": source.get("checkpoint_sha256"), **io_spec(shapes),
+        "source_checkpoint_sha256": source.get("checkpoint_sha256"), **io_spec(shapes, form),
         "hand_axis": "axis 1 of every output: 0 left hand, 1 right hand",
         "joint_order": list(INTERHAND_JOINT_NAMES), "camera": "v2d_px = s * 256 * v[:2] + t * 128 + 128 in the 256x256 crop",
         "model_card": "MODEL_CARD.md beside the model file", "producer": f"lagchand-edge {__version__}",
@@ -83,7 +95,7 @@ def embedded_metadata(precision: str, source: dict, shapes: dict[str, tuple]) ->
 
 
 def build_manifest(target: str, precision: str, model_file: Path, extra: dict, source: dict, calibration: dict | None,
-                   int8_plan, shapes: dict[str, tuple]) -> dict:
+                   int8_plan, shapes: dict[str, tuple], form: str = "nchw") -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "target": target,
@@ -93,7 +105,7 @@ def build_manifest(target: str, precision: str, model_file: Path, extra: dict, s
         "size_bytes": path_size(model_file),
         "recipe": {"precision": precision, "int8_plan": int8_plan.to_dict() if int8_plan else None, **extra},
         "calibration": calibration,
-        **io_spec(shapes),
+        **io_spec(shapes, form),
         "source": source,
         "tools": tool_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import tempfile
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from calibration import CalibrationSet, select_calibration
+from calibration.mixed_precision import check_module_names
+from calibration.plans import Int8Plan
+from calibration.select import CalibrationSet, select_calibration
 from converters import TARGETS, get_target
-from converters.mixed_precision import check_module_names
-from converters.recipe import OBSERVERS, ConversionError, Int8Plan, Recipe
-from lagchand_edge.artifact import MANIFEST, build_manifest, embedded_metadata, load_runner
+from converters.recipe import ConversionError, Recipe
+from lagchand_edge.artifact import INPUT_FORMS, MANIFEST, build_manifest, embedded_metadata, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
 from lagchand_edge.errors import UserError
 from lagchand_edge.io import atomic_dir, file_sha256
@@ -25,21 +26,6 @@ from lagchand_edge.model_card import MODEL_CARD, artifact_card
 
 PARITY_IMAGES = 4
 HAND_FACES = "hand_faces.npy"
-#: LAGCHand's int8 plan, from `drift --per-layer` and the README's measurements: encoder and
-#: heatmap module W8A8; the graph decoder's activations carry mm-scale geometry that per-tensor
-#: int8 destroys (~30 mm of drift), so it keeps float activations over int8 weights; the glue
-#: between modules (normalisation, joint regression, root subtraction) stays float.
-DEFAULT_INT8_PLAN = Int8Plan(static=("model.encoder", "model.compact", "model.camera_head"), float_activations=("model.graph",))
-#: ExecuTorch realises float activations as XNNPACK's dynamic int8 (it has no weight-only
-#: kernels); the 3D head (195 weights, mm-scale outputs) does not survive that and stays float
-#: there (ΔMPJPE 1.58 -> 0.46 mm on 32 samples; the last attention block float too: 0.29 mm at +2% size).
-#: LiteRT's quantizer calibrates min-max, which the outliers of the encoder's transformer stages
-#: (layers 2-4) do not survive (ΔMPJPE 1.1 mm): they keep float activations there.
-TARGET_INT8_PLANS = {
-    "executorch": replace(DEFAULT_INT8_PLAN, keep_float=("model.graph.head",)),
-    "tflite": replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.2", "model.encoder.layers.3", "model.encoder.layers.4",
-                                                             "model.graph")),
-}
 
 
 @dataclass
@@ -63,7 +49,7 @@ def synthetic_calibration(count: int) -> CalibrationSet:
     return chosen
 
 
-def plan(target: str, precision: str) -> list[str]:
+def targets_for(target: str, precision: str) -> list[str]:
     """Targets to build: one, or every target that offers the precision for 'all'."""
     if target == "all":
         chosen = [name for name in TARGETS if precision in get_target(name).PRECISIONS]
@@ -90,12 +76,14 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
 
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
                      plan: Int8Plan, source: dict, force: bool, observer: str | None = None,
-                     qat: tuple[torch.fx.GraphModule, dict] | None = None) -> ConvertResult:
+                     qat: tuple[torch.fx.GraphModule, dict] | None = None, input_form: str = "nchw") -> ConvertResult:
     """One artifact, written atomically. `qat` (the trained graph and its record) replaces calibration;
-    the calibration images then only serve the parity check."""
+    the calibration images then only serve the parity check. `input_form`: what the app hands the
+    model (`INPUT_FORMS`); calibration and parity images stay NCHW, the runners adapt."""
     module = get_target(target)
-    deploy = DeployModel(model, int8_embeddings=precision == "int8").eval()
-    example = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
+    deploy = DeployModel(model, int8_embeddings=precision == "int8", channels_last_input=input_form == "nhwc").eval()
+    image = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
+    example = image.permute(0, 2, 3, 1).contiguous() if input_form == "nhwc" else image
     plan = plan if precision == "int8" else Int8Plan()
     try:
         check_module_names(deploy, plan)
@@ -104,10 +92,10 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
     with torch.no_grad():
         shapes = dict(zip(OUTPUT_NAMES, (tuple(o.shape) for o in deploy(example)), strict=True)) | {"image": tuple(example.shape)}
     recipe = Recipe(precision, calibration.images if calibration is not None else None, plan, observer, qat[0] if qat else None,
-                    embedded_metadata(precision, source, shapes))
+                    embedded_metadata(precision, source, shapes, input_form), input_form)
     with atomic_dir(out, force=force) as tmp:
         try:
-            extra = module.convert(deploy, example, recipe, tmp)
+            extra = module.write_model(deploy, example, recipe, tmp)
         except ConversionError as exc:
             raise UserError(f"{target} {precision}: {exc}") from None
         except Exception as exc:  # a converter's own failure: name it and the op if it says one
@@ -118,11 +106,11 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         np.save(tmp / HAND_FACES, model.faces.numpy().astype(np.int32))
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
                                   calibration.manifest() if calibration is not None and recipe.quantized and not qat else None,
-                                  plan if recipe.precision == "int8" else None, shapes)
+                                  plan if recipe.precision == "int8" else None, shapes, input_form)
         if qat:
             manifest["qat"] = qat[1]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        images = calibration.images[:PARITY_IMAGES] if calibration is not None else example
+        images = calibration.images[:PARITY_IMAGES] if calibration is not None else image
         try:
             diff, note = parity(tmp, model, images)
         except Exception as exc:  # it converted but fails in its own runtime: keep nothing of it
@@ -132,34 +120,53 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
     return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note)
 
 
-def convert(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
-            calib_data: Path | None = None, calib_samples: int = 32, int8_plan: Int8Plan | None = None, force: bool = False,
-            progress=None, observer: str | None = None, qat: Path | None = None) -> list[ConvertResult]:
+def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
+                    calib_data: Path | None = None, calib_num: int = 32, int8_plan: Int8Plan | None = None, force: bool = False,
+                    progress=None, observer: str | None = None, qat: Path | None = None, input_form: str = "nchw") -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/` (int8 by `int8_plan`,
     default each target's measured plan; or from a QAT checkpoint, for the target it trained for)."""
     if qat is not None:
-        return _convert_qat(Path(qat), target, precision, out_dir, checkpoint, config, calib_data, calib_samples, int8_plan, force,
-                            progress, observer)
-    targets = plan(target, precision)
+        return _convert_qat(Path(qat), target, precision, out_dir, checkpoint, config, calib_data, calib_num, int8_plan, force,
+                            progress, observer, input_form)
+    targets = targets_for(target, precision)
+    _check_input(input_form, targets)
     if int8_plan is not None and precision != "int8":
         raise UserError("--static / --float-activations / --keep-float only apply to --precision int8")
-    if observer is not None and (precision != "int8" or observer not in OBSERVERS):
-        raise UserError(f"--observer takes {' or '.join(OBSERVERS)} and applies to --precision int8")
-    if observer is not None and targets != ["executorch"]:
-        raise UserError("--observer applies to --target executorch (LiteRT and CoreML calibrate with their own observers)")
+    if observer is not None:
+        _check_observer(observer, precision, targets)
     checkpoint_path = Path(checkpoint) if checkpoint else bundled_checkpoint()
     model = load_checkpoint(checkpoint_path, config)
     calibration = None
     if precision == "int8" or calib_data is not None:
-        calibration = _calibration(calib_data, calib_samples)
+        calibration = _calibration(calib_data, calib_num)
     source = _source(checkpoint_path, model)
     results = []
     for name in targets:
         results.append(convert_artifact(model, name, precision, Path(out_dir) / f"{name}-{precision}", calibration,
-                                        int8_plan or TARGET_INT8_PLANS.get(name, DEFAULT_INT8_PLAN), source, force, observer))
+                                        int8_plan or get_target(name).INT8_PLAN, source, force, observer, input_form=input_form))
         if progress:
             progress(1)
     return results
+
+
+def _check_input(form: str, targets: list[str]) -> None:
+    """--input must be a known form that every planned target offers."""
+    if form not in INPUT_FORMS:
+        raise UserError(f"--input takes {', '.join(INPUT_FORMS)}, not {form!r}")
+    lacking = [name for name in targets if form not in get_target(name).INPUTS]
+    if lacking:
+        offering = [name for name in TARGETS if form in get_target(name).INPUTS]
+        raise UserError(f"--input {form} is offered by --target {' or '.join(offering)}, not by {', '.join(lacking)}")
+
+
+def _check_observer(observer: str, precision: str, targets: list[str]) -> None:
+    """--observer needs int8 and targets that let one choose, and a name every one of them offers."""
+    choosing = [name for name in TARGETS if get_target(name).OBSERVERS]
+    if precision != "int8" or any(name not in choosing for name in targets):
+        raise UserError(f"--observer applies to --precision int8 on --target {' or '.join(choosing)} (the others calibrate with their own observers)")
+    offered = [o for name in targets for o in get_target(name).OBSERVERS]
+    if observer not in offered:
+        raise UserError(f"--observer takes {' or '.join(dict.fromkeys(offered))}, not {observer!r}")
 
 
 def _source(checkpoint: Path, model: LAGCHand) -> dict:
@@ -171,8 +178,8 @@ def _calibration(calib_data: Path | None, count: int) -> CalibrationSet:
     return select_calibration(calib_data, count) if calib_data else synthetic_calibration(count)
 
 
-def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, checkpoint, config, calib_data, calib_samples,
-                 int8_plan, force: bool, progress, observer) -> list[ConvertResult]:
+def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, checkpoint, config, calib_data, calib_num,
+                 int8_plan, force: bool, progress, observer, input_form: str) -> list[ConvertResult]:
     """The int8 artifact of a QAT checkpoint: its target, its plan, its source FP32 model (which
     the parity check and the manifest's source then name, so drift compares with the original)."""
     from calibration.qat import load_qat, read_qat_info
@@ -185,13 +192,14 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
     info = read_qat_info(path)  # the sidecar alone: refuse a wrong target before rebuilding the graph
     if target not in ("all", info["target"]):
         raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
+    _check_input(input_form, [info["target"]])
     graph, model, info = load_qat(path, info)
     source = _source(Path(info["source"]["checkpoint"]), model)
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
     result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
-                              _calibration(calib_data, min(calib_samples, PARITY_IMAGES)), Int8Plan.from_dict(info["plan"]), source, force,
-                              qat=(graph, record))
+                              _calibration(calib_data, min(calib_num, PARITY_IMAGES)), Int8Plan.from_dict(info["plan"]), source, force,
+                              qat=(graph, record), input_form=input_form)
     if progress:
         progress(1)
     return [result]

@@ -22,7 +22,7 @@ class Quickstart:
 def run_quickstart(out: Path, num: int = 32, precisions: tuple[str, ...] = ("fp32", "int8"), checkpoint: Path | None = None,
                    force: bool = False, stages: Stages = no_stages) -> Quickstart:
     """Everything into `out`: data/ (the calibration set), artifacts/, report/ (drift and profile)."""
-    from lagchand_edge.convert import convert
+    from lagchand_edge.convert import build_artifacts
     from lagchand_edge.data.synth import synthetic_set
     from lagchand_edge.drift.check import DriftRequest, check_drift
     from lagchand_edge.io import report_files
@@ -36,8 +36,8 @@ def run_quickstart(out: Path, num: int = 32, precisions: tuple[str, ...] = ("fp3
     results = []
     for precision in precisions:
         with stages(f"converting {precision}", 3, True) as advance:
-            results += convert("all", precision, out / "artifacts", checkpoint, calib_data=data, calib_samples=num, force=force,
-                               progress=advance)
+            results += build_artifacts("all", precision, out / "artifacts", checkpoint, calib_data=data, calib_num=num, force=force,
+                                       progress=advance)
     report = out / "report"
     anchor = anchors_cached()
     paths = [out / "artifacts"]

@@ -55,15 +55,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fp32_artifacts(tiny_checkpoint, synth_root, tmp_path_factory) -> dict:
-    from lagchand_edge.convert import convert
+    from lagchand_edge.convert import build_artifacts
 
     out = tmp_path_factory.mktemp("fp32")
-    return {r.target: r for r in convert("all", "fp32", out, tiny_checkpoint, calib_data=synth_root, calib_samples=4)}
+    return {r.target: r for r in build_artifacts("all", "fp32", out, tiny_checkpoint, calib_data=synth_root, calib_num=4)}
 
 
 @pytest.fixture(scope="session")
 def int8_artifacts(tiny_checkpoint, synth_root, tmp_path_factory) -> dict:
-    from lagchand_edge.convert import convert
+    from lagchand_edge.convert import build_artifacts
 
     out = tmp_path_factory.mktemp("int8")
-    return {r.target: r for r in convert("all", "int8", out, tiny_checkpoint, calib_data=synth_root, calib_samples=8)}
+    return {r.target: r for r in build_artifacts("all", "int8", out, tiny_checkpoint, calib_data=synth_root, calib_num=8)}

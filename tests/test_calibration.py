@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from calibration import select_calibration
+from calibration.select import select_calibration
 from lagchand_edge.data.interhand import InterHandDataset
 from lagchand_edge.errors import UserError
 

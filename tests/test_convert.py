@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from calibration import select_calibration
-from converters.recipe import Int8Plan
+from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+from calibration.select import select_calibration
+from converters import get_target
 from lagchand_edge.artifact import MANIFEST, load_runner, read_manifest
-from lagchand_edge.convert import DEFAULT_INT8_PLAN, TARGET_INT8_PLANS, convert, plan
+from lagchand_edge.convert import build_artifacts, targets_for
 from lagchand_edge.errors import UserError
 
 FP32_PARITY_MM = 0.01  # the most an fp32 artifact's vertices may differ from the model's
@@ -193,7 +194,7 @@ def test_int8_artifacts_follow_the_image(int8_artifacts, tiny_checkpoint, synth_
 
 def test_int8_tflite_keeps_float_io(tiny_checkpoint, synth_root, tmp_path):
     # The all-W8A8 plan quantizes the graph's input and outputs too: the model takes int8
-    (result,) = convert("tflite", "int8", tmp_path, tiny_checkpoint, calib_data=synth_root, calib_samples=4, int8_plan=Int8Plan())
+    (result,) = build_artifacts("tflite", "int8", tmp_path, tiny_checkpoint, calib_data=synth_root, calib_num=4, int8_plan=Int8Plan())
     runner = load_runner(result.path)
     assert runner.backend.inputs[0]["dtype"] == np.int8
     images = select_calibration(synth_root, 2, seed=0).images.numpy()
@@ -250,15 +251,21 @@ def test_executorch_layer_norm_rewrite_keeps_the_outputs_and_leaves_xnnpack_noth
         assert not [op for op in portable if "layer_norm" in op]
 
 
-def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, tmp_path, monkeypatch):
+def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):
+    import converters.executorch
     import lagchand_edge.convert as conversion
+
+    def converted(model, example, recipe, out_dir):  # the fixture's conversion stands in for a fresh one (28 s)
+        shutil.copy(fp32_artifacts["executorch"].path / "model.pte", out_dir / "model.pte")
+        return {}
 
     def failing(*_):  # what a runtime says when a lowered graph cannot run (seen with ExecuTorch's XNNPACK)
         raise RuntimeError("method->execute() failed with error 0x1")
 
+    monkeypatch.setattr(converters.executorch, "write_model", converted)
     monkeypatch.setattr(conversion, "parity", failing)
     with pytest.raises(UserError, match="fails in its runtime: RuntimeError: method->execute"):
-        convert("executorch", "fp32", tmp_path, tiny_checkpoint)
+        build_artifacts("executorch", "fp32", tmp_path, tiny_checkpoint)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -275,9 +282,9 @@ def test_a_converter_failing_mid_write_keeps_the_artifact_it_was_to_replace(tiny
         (out / converters.tflite.MODEL_FILE).write_bytes(b"TFL3" + bytes(1000))
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(converters.tflite, "convert", half_written)
+    monkeypatch.setattr(converters.tflite, "write_model", half_written)
     with pytest.raises(UserError, match="conversion failed: OSError"):
-        convert("tflite", "fp32", tmp_path, tiny_checkpoint, force=True)
+        build_artifacts("tflite", "fp32", tmp_path, tiny_checkpoint, force=True)
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # --force replaces only with a finished artifact
     assert [p.name for p in tmp_path.iterdir()] == ["tflite-fp32"]  # and no temporary folder or lock is left
 
@@ -297,7 +304,7 @@ def test_per_axis_int8_gives_an_int8_table_back_exactly():
 
 
 def test_coreml_weight_only_int8_and_w8a8_run(tiny_checkpoint, tmp_path, int8_artifacts):
-    (result,) = convert("coreml", "w8", tmp_path, tiny_checkpoint)
+    (result,) = build_artifacts("coreml", "w8", tmp_path, tiny_checkpoint)
     assert read_manifest(result.path)["recipe"]["quantizer"].startswith("linear_quantize_weights")
     w8 = load_runner(result.path)
     assert "constexpr_affine_dequantize" in w8.backend.program.op_counts()
@@ -309,38 +316,39 @@ def test_coreml_weight_only_int8_and_w8a8_run(tiny_checkpoint, tmp_path, int8_ar
 
 def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artifacts):
     with pytest.raises(UserError, match="choose one of fp32, int8"):
-        plan("executorch", "fp16")
+        targets_for("executorch", "fp16")
     with pytest.raises(UserError, match="unknown target"):
-        plan("onnx", "fp32")
+        targets_for("onnx", "fp32")
     with pytest.raises(UserError, match="already exists"):
-        convert("executorch", "fp32", fp32_artifacts["executorch"].path.parent, tiny_checkpoint)
+        build_artifacts("executorch", "fp32", fp32_artifacts["executorch"].path.parent, tiny_checkpoint)
     with pytest.raises(UserError, match="only apply to --precision int8"):
-        convert("tflite", "fp32", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.graph",)))
+        build_artifacts("tflite", "fp32", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.graph",)))
     with pytest.raises(UserError, match="no module named 'model.nowhere'"):
-        convert("tflite", "int8", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.nowhere",)), calib_samples=2)
+        build_artifacts("tflite", "int8", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(keep_float=("model.nowhere",)), calib_num=2)
     assert list(tmp_path.iterdir()) == []  # no partial artifact, no temporary folder
 
 
 def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
     recorded = read_manifest(int8_artifacts["executorch"].path)["recipe"]["int8_plan"]
-    assert recorded == TARGET_INT8_PLANS["executorch"].to_dict()
-    assert read_manifest(int8_artifacts["tflite"].path)["recipe"]["int8_plan"] == TARGET_INT8_PLANS["tflite"].to_dict()
+    assert recorded == get_target("executorch").INT8_PLAN.to_dict()
+    assert read_manifest(int8_artifacts["tflite"].path)["recipe"]["int8_plan"] == get_target("tflite").INT8_PLAN.to_dict()
     assert read_manifest(int8_artifacts["coreml"].path)["recipe"]["int8_plan"] == DEFAULT_INT8_PLAN.to_dict()
     kept = Int8Plan(static=("model",), keep_float=("model.graph",))
-    for target in ("executorch", "tflite"):
-        (result,) = convert(target, "int8", tmp_path / target, tiny_checkpoint, calib_data=synth_root, calib_samples=4, int8_plan=kept)
+    # one ExecuTorch conversion (the slowest kind) checks both the plan and the observer choice
+    for target, observer in (("executorch", "minmax"), ("tflite", None)):
+        (result,) = build_artifacts(target, "int8", tmp_path / target, tiny_checkpoint, calib_data=synth_root, calib_num=4, int8_plan=kept,
+                                    observer=observer)
         assert result.size_bytes > int8_artifacts[target].size_bytes, target  # the graph's weights stay fp32
-        assert np.isfinite(result.parity_max_vertex_mm)
+        assert result.parity_max_vertex_mm <= INT8_PARITY_MM, target
+    assert "minmax observer" in read_manifest(tmp_path / "executorch")["recipe"]["quantizer"]
+    assert "histogram observer" in read_manifest(int8_artifacts["executorch"].path)["recipe"]["quantizer"]
 
 
-def test_int8_activation_observer_choice(tiny_checkpoint, synth_root, tmp_path):
-    (result,) = convert("executorch", "int8", tmp_path / "mm", tiny_checkpoint, calib_data=synth_root, calib_samples=4, observer="minmax")
-    assert "minmax observer" in read_manifest(result.path)["recipe"]["quantizer"]
-    assert result.parity_max_vertex_mm is not None and np.isfinite(result.parity_max_vertex_mm)
+def test_int8_activation_observer_is_refused_where_there_is_no_choice(tiny_checkpoint, tmp_path):
     with pytest.raises(UserError, match="--observer takes"):
-        convert("executorch", "int8", tmp_path / "x", tiny_checkpoint, observer="percentile")
-    with pytest.raises(UserError, match="applies to --target executorch"):
-        convert("all", "int8", tmp_path / "y", tiny_checkpoint, observer="minmax")
+        build_artifacts("executorch", "int8", tmp_path / "x", tiny_checkpoint, observer="percentile")
+    with pytest.raises(UserError, match="--observer applies to --precision int8 on --target executorch"):
+        build_artifacts("all", "int8", tmp_path / "y", tiny_checkpoint, observer="minmax")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -357,3 +365,54 @@ def test_an_artifact_of_the_bundled_checkpoint_carries_its_model_card():
     card = artifact_card(manifest, 0.03, "4 images")
     assert "### Bundled checkpoint: `lagchand_reference.safetensors`" in card and "0.0300 mm (4 images)" in card
     assert "within 0.1 mm at fp16" in card and "\n# " not in card.split("\n", 1)[1]  # one top heading: the source card's are demoted
+
+
+def _tflite_op_names(path) -> list[str]:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model(str(path))
+    return [flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) for op in flat.subgraphs[0].operators]
+
+
+def test_app_facing_inputs_nhwc_for_litert_and_an_image_for_coreml(tiny_checkpoint, synth_root, fp32_artifacts, tmp_path):
+    """#23: `--input nhwc` gives LiteRT an HWC input (and drops the graph's input transpose);
+    `--input image` gives CoreML an ImageType of 0-255 pixels. Both compute the model's function."""
+    from ai_edge_litert.interpreter import Interpreter
+    from coremltools.proto import Model_pb2
+
+    (nhwc,) = build_artifacts("tflite", "fp32", tmp_path / "nhwc", tiny_checkpoint, calib_data=synth_root, calib_num=2, input_form="nhwc")
+    (image,) = build_artifacts("coreml", "fp32", tmp_path / "image", tiny_checkpoint, calib_data=synth_root, calib_num=2, input_form="image")
+    images = select_calibration(synth_root, 2, seed=9).images.numpy()
+    pixels = np.round(images * 255) / 255  # what a camera gives: the image input is 8-bit
+    vertices = _reference(tiny_checkpoint, pixels)[0].numpy()
+
+    assert nhwc.parity_max_vertex_mm <= FP32_PARITY_MM
+    interpreter = Interpreter(model_path=str(nhwc.path / "model.tflite"))
+    interpreter.allocate_tensors()
+    (detail,) = interpreter.get_input_details()
+    assert tuple(detail["shape"]) == (1, 256, 256, 3)
+    interpreter.set_tensor(detail["index"], np.ascontiguousarray(pixels[:1].transpose(0, 2, 3, 1), dtype=np.float32))
+    interpreter.invoke()
+    by_app = interpreter.get_tensor(next(d for d in interpreter.get_output_details() if d["name"] == "vertices")["index"])
+    assert np.abs(by_app - vertices[:1]).max() * 1000 <= FP32_PARITY_MM  # an app feeding HWC frames directly
+    assert np.abs(load_runner(nhwc.path)(pixels).vertices - vertices).max() * 1000 <= FP32_PARITY_MM  # our tools feed NCHW
+    manifest = read_manifest(nhwc.path)
+    assert manifest["inputs"][0]["shape"] == [1, 256, 256, 3] and manifest["inputs"][0]["layout"].startswith("NHWC")
+    from apps.predict.model import open_artifact
+
+    app_model, _, _ = open_artifact(nhwc.path)  # the torch-free app takes NCHW crops too
+    assert np.abs(app_model(pixels[:1].astype(np.float32))[0] - vertices[:1]).max() * 1000 <= FP32_PARITY_MM
+    transposes = [_tflite_op_names(a / "model.tflite").count("TRANSPOSE") for a in (nhwc.path, fp32_artifacts["tflite"].path)]
+    assert transposes[0] < transposes[1]
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((image.path / "model.mlpackage" / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes())
+    (described,) = spec.description.input
+    assert described.type.WhichOneof("Type") == "imageType" and described.type.imageType.colorSpace == Model_pb2.ImageFeatureType.RGB
+    assert read_manifest(image.path)["inputs"][0]["dtype"] == "image"
+    got = load_runner(image.path)(pixels).vertices
+    assert _relative_error(got, vertices) <= 1e-4
+
+    for form, target in (("nhwc", "coreml"), ("image", "all"), ("bgr", "tflite")):
+        with pytest.raises(UserError, match="--input"):
+            build_artifacts(target, "fp32", tmp_path / form, tiny_checkpoint, input_form=form)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
-from converters.coreml_sim import MILProgram, UnsupportedProgram  # noqa: E402
+from converters.coreml.sim import MILProgram, UnsupportedProgram  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

@@ -106,7 +106,7 @@ def test_a_failing_rank_fails_the_run_with_its_record_named(fp32_artifacts, tiny
 
 
 def test_drift_evaluate_and_calibration_read_a_cache(fp32_artifacts, tiny_checkpoint, synth_root, tmp_path):
-    from calibration import select_calibration
+    from calibration.select import select_calibration
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.data.cache import CachedDataset, write_cache
     from lagchand_edge.data.interhand import InterHandDataset

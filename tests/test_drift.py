@@ -255,11 +255,11 @@ def test_bad_inputs_are_clear(drift_inputs, tiny_checkpoint, synth_root, tmp_pat
 
 
 def test_per_layer_sensitivity_ranks_modules(tiny_checkpoint, synth_root):
-    from calibration import select_calibration
+    from calibration.select import select_calibration
+    from calibration.sensitivity import layer_sensitivity
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.data.interhand import InterHandDataset
     from lagchand_edge.data.transforms import to_model_input
-    from lagchand_edge.drift.sensitivity import layer_sensitivity
 
     chosen = select_calibration(synth_root, 4)
     samples = [InterHandDataset(synth_root, "test").load(i) for i in range(4)]

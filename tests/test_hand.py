@@ -8,7 +8,6 @@ import torch
 
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import load_hands
-from lagchand_edge.hand.graph import build_hierarchy
 from lagchand_edge.hand.joints import (
     INTERHAND_JOINT_NAMES,
     INTERHAND_TO_INTAGHAND,
@@ -18,6 +17,7 @@ from lagchand_edge.hand.joints import (
     root_index,
 )
 from lagchand_edge.hand.mano import load_mano_pair, read_mano_pickle
+from lagchand_edge.hand.mesh_graph import build_hierarchy
 
 
 def test_interhand_joint_order_and_roots():

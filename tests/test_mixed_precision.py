@@ -4,12 +4,12 @@ import re
 
 import torch
 
+from calibration.mixed_precision import ScopedQuantizer, calibrate
+from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+from converters import TARGETS, get_target
 from converters.executorch import quantization_config, quantize_pt2e
-from converters.mixed_precision import ScopedQuantizer, calibrate
-from converters.recipe import Int8Plan
 from converters.tflite import scope_regex
 from lagchand_edge.checkpoint import load_checkpoint
-from lagchand_edge.convert import DEFAULT_INT8_PLAN, TARGET_INT8_PLANS
 from lagchand_edge.model import DeployModel
 
 
@@ -61,7 +61,7 @@ def test_scoped_quantizer_keeps_int8_inside_its_scope(tiny_checkpoint):
 
 def test_executorch_plan_puts_each_module_in_its_scheme(tiny_checkpoint):
     _, exported, images = _exported(tiny_checkpoint)
-    plan = TARGET_INT8_PLANS["executorch"]
+    plan = get_target("executorch").INT8_PLAN
     quantized = quantize_pt2e(exported.module(), images, plan)
     dynamic = _dynamic_ops(quantized)
     assert dynamic and all(_inside(n, "model.graph") for n in dynamic)  # float activations: quantized per call
@@ -85,7 +85,7 @@ def test_litert_scope_regexes_match_the_converted_model(tiny_checkpoint, tmp_pat
 
     edge.export(str(tmp_path / "float.tflite"))
     names = [d["name"] for d in Interpreter(model_path=str(tmp_path / "float.tflite")).get_tensor_details()]
-    scopes = [*TARGET_INT8_PLANS["tflite"].names, "model.graph.blocks.2.attention", "model.graph.head"]
+    scopes = [*get_target("tflite").INT8_PLAN.names, "model.graph.blocks.2.attention", "model.graph.head"]
     counts = {name: sum(bool(re.search(scope_regex(deploy, name), tensor)) for tensor in names) for name in scopes}
     assert all(counts.values()), counts
     # a deeper scope matches a subset of its parent's tensors
@@ -110,10 +110,10 @@ def test_int8_embedding_tables_round_trip(tiny_checkpoint):
 
 
 def test_default_plans_name_real_modules(tiny_checkpoint):
-    from converters.mixed_precision import check_module_names
+    from calibration.mixed_precision import check_module_names
 
     deploy = DeployModel(load_checkpoint(tiny_checkpoint))
-    for plan in (DEFAULT_INT8_PLAN, *TARGET_INT8_PLANS.values(), Int8Plan()):
+    for plan in (DEFAULT_INT8_PLAN, *(get_target(name).INT8_PLAN for name in TARGETS), Int8Plan()):
         check_module_names(deploy, plan)
 
 

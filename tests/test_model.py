@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from lagchand_edge.hand import load_hands
-from lagchand_edge.hand.graph import build_hierarchy
 from lagchand_edge.hand.joints import HAND_NAMES
+from lagchand_edge.hand.mesh_graph import build_hierarchy
 from lagchand_edge.model import CONFIGS, DeployModel, HandPrediction, create_model
 from lagchand_edge.model.blocks import fold_patches, unfold_patches
 from lagchand_edge.model.flops import PAPER_GMACS, count_model, deployed_macs

@@ -215,7 +215,7 @@ def test_bad_profile_inputs(tmp_path, fp32_artifacts):
     fake = tmp_path / "fake.tflite"
     fake.write_text("not a model")
     done = _cli("profile", fake, "--runs", "2", "--out", tmp_path / "o1")
-    assert done.returncode == 0  # an unreadable model is an ERROR row; the others still run
+    assert done.returncode == 1 and "Traceback" not in done.stderr  # an unreadable model is an ERROR row (exit 1); the others still run
     row = json.loads((tmp_path / "o1" / "profile.json").read_text())["results"][1]
     assert row["status"] == "ERROR" and "cannot load" in row["reason"]
     text = tmp_path / "notes.txt"

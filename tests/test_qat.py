@@ -38,9 +38,9 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     """Held-out images; PTQ calibrated on the images QAT trained on, with the toolkit's default observer."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from calibration.plans import Int8Plan
     from calibration.qat import load_qat
     from converters import executorch
-    from converters.recipe import Int8Plan
     from lagchand_edge.model import DeployModel
 
     graph, model, _ = load_qat(executorch_qat)
@@ -100,10 +100,10 @@ def test_qat_refuses_changed_weights_or_source(executorch_qat, tmp_path):
 
 def test_convert_qat_builds_its_targets_artifact_with_lineage(executorch_qat, tiny_checkpoint, synth_root, tmp_path):
     from lagchand_edge.artifact import read_manifest
-    from lagchand_edge.convert import convert
+    from lagchand_edge.convert import build_artifacts
     from lagchand_edge.io import file_sha256
 
-    [result] = convert("all", "int8", tmp_path / "art", calib_data=synth_root, qat=executorch_qat)
+    [result] = build_artifacts("all", "int8", tmp_path / "art", calib_data=synth_root, qat=executorch_qat)
     manifest = read_manifest(result.path)
     assert result.path.name == "executorch-int8" and np.isfinite(result.parity_max_vertex_mm)
     assert manifest["qat"]["checkpoint_sha256"] == file_sha256(executorch_qat) and manifest["calibration"] is None

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from calibration import select_calibration
+from calibration.select import select_calibration
 from lagchand_edge.artifact import load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
-from lagchand_edge.convert import convert
+from lagchand_edge.convert import build_artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -21,25 +21,37 @@ def eval_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def reference_fp32(eval_root, tmp_path_factory):
+    """Each target's fp32 artifact of the bundled checkpoint, built once for the tests that need it."""
+    built = {}
+
+    def artifact(target: str):
+        if target not in built:
+            (built[target],) = build_artifacts(target, "fp32", tmp_path_factory.mktemp(f"{target}-fp32"), calib_data=eval_root, calib_num=8)
+        return built[target]
+    return artifact
+
+
 def test_bundled_checkpoint_loads_as_the_reference():
     model = load_checkpoint()
     assert model.cfg.name == "reference" and bundled_checkpoint().stat().st_size < 20e6
 
 
 @pytest.mark.parametrize("target", ["executorch", "tflite", "coreml"])
-def test_reference_fp32_and_int8_artifacts(target, eval_root, tmp_path):
+def test_reference_fp32_and_int8_artifacts(target, eval_root, reference_fp32, tmp_path):
     """Issue goals on 32 samples: fp32 within 0.01 mm of the model, int8 ΔMPJPE <= 1 mm (harness)."""
     from lagchand_edge.data.interhand import InterHandDataset
     from lagchand_edge.drift.harness import run_drift
     from lagchand_edge.drift.report import build_report
 
     calib = select_calibration(eval_root, 32)
-    (fp32,) = convert(target, "fp32", tmp_path / "fp32", calib_data=eval_root, calib_samples=8)
+    fp32 = reference_fp32(target)
     if target != "coreml":  # CoreML fp32 runs in coreml-sim within 1e-4 relative (next test)
         with torch.no_grad():
             vertices = load_checkpoint()(calib.images[:8])[0].numpy()
         assert np.abs(load_runner(fp32.path)(calib.images[:8].numpy()).vertices - vertices).max() * 1000 <= 0.01  # mm
-    (int8,) = convert(target, "int8", tmp_path / "int8", calib_data=eval_root, calib_samples=32)
+    (int8,) = build_artifacts(target, "int8", tmp_path / "int8", calib_data=eval_root, calib_num=32)
     run = run_drift(load_checkpoint(), bundled_checkpoint(), InterHandDataset(eval_root, "test"), [fp32.path, int8.path])
     rows = {r["precision"]: r for r in build_report(run)["artifacts"]}
     ratio = int8.size_bytes / fp32.size_bytes
@@ -50,13 +62,13 @@ def test_reference_fp32_and_int8_artifacts(target, eval_root, tmp_path):
     assert ratio <= 0.30  # the issue's size goal (README, "Measured": 29.2-29.8 %)
 
 
-def test_reference_coreml_fp32_and_fp16_in_the_interpreter(eval_root, tmp_path):
+def test_reference_coreml_fp32_and_fp16_in_the_interpreter(eval_root, reference_fp32, tmp_path):
     from lagchand_edge.data.interhand import InterHandDataset
     from lagchand_edge.drift.harness import run_drift
     from lagchand_edge.drift.report import build_report
 
-    (fp32,) = convert("coreml", "fp32", tmp_path / "fp32")
-    (fp16,) = convert("coreml", "fp16", tmp_path / "fp16")
+    fp32 = reference_fp32("coreml")
+    (fp16,) = build_artifacts("coreml", "fp16", tmp_path / "fp16")
     images = select_calibration(eval_root, 4).images
     with torch.no_grad():
         want = [t.numpy() for t in load_checkpoint()(images)[:3]]

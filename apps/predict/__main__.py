@@ -18,7 +18,7 @@ from apps.predict.sources import SourceError, open_source
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split(":")[0])
     parser.add_argument("source", help="image, folder of images, video file or camera index")
-    parser.add_argument("--artifact", type=Path, required=True, help="a tflite (or executorch) artifact folder")
+    parser.add_argument("--artifact", type=Path, required=True, help="an artifact folder (tflite runs without torch)")
     parser.add_argument("--box", help="x,y,w,h around both hands, for every frame")
     parser.add_argument("--boxes", type=Path, help="box file: JSON {name: [x,y,w,h]} or one x,y,w,h per line")
     parser.add_argument("--detector", type=Path, help="palm_detection_full.tflite (MediaPipe, Apache-2.0) to find the hands")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
         edges = None if faces is None else mesh_edges(faces[0])
-        size = manifest["inputs"][0]["shape"][-1]
+        size = manifest["inputs"][0]["shape"][2]  # the square crop: axis 2 in NCHW and NHWC alike
         summary = run(source, model, find, Outputs(args.out, args.sheet, source.fps), edges, size,
                       on_frame=lambda frame, error: error and print(f"error: {error}", file=sys.stderr))
     except SourceError as exc:

@@ -1,4 +1,5 @@
-"""Open an artifact folder (manifest + model file) without torch for LiteRT; ExecuTorch's Python runtime brings torch itself."""
+"""Open an artifact folder (manifest + model file) through the target registry: without torch for
+LiteRT; ExecuTorch's Python runtime and the CoreML interpreter (off macOS) bring torch themselves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from apps.predict.sources import SourceError
+from converters import get_target
+from converters.recipe import ConversionError
+from lagchand_edge.errors import UserError
 from lagchand_edge.io import file_sha256
 
 Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (1, 3, S, S) in [0, 1] -> vertices, joints, camera
@@ -28,13 +32,16 @@ def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
         raise SourceError(f"{folder}: the manifest's model file {manifest.get('file')!r} is missing or outside the folder")
     if file_sha256(file) != manifest.get("sha256"):
         raise SourceError(f"{file}: sha256 does not match the manifest; the artifact was modified or is corrupt")
-    if manifest.get("target") == "tflite":
-        from converters.tflite import Runner
-    elif manifest.get("target") == "executorch":
-        from converters.executorch import Runner
-    else:
-        raise SourceError(f"{folder}: the app runs tflite and executorch artifacts (this one is {manifest.get('target')!r}); "
-                          "use `lagchand-edge predict` for CoreML")
-    runner = Runner(file)
+    try:
+        target = get_target(str(manifest.get("target")))
+    except UserError as exc:
+        raise SourceError(f"{folder}: {exc}") from None
+    reason = target.unavailable_reason()
+    if reason:
+        raise SourceError(f"{folder}: cannot run {target.NAME} here: {reason}")
+    try:
+        runner = target.open_runner(file)
+    except (ConversionError, RuntimeError, ValueError) as exc:
+        raise SourceError(f"{file}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     faces = folder / "hand_faces.npy"  # written by lagchand-edge convert
     return (lambda images: tuple(runner.run([images])[:3])), manifest, (np.load(faces) if faces.is_file() else None)

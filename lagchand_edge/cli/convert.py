@@ -8,38 +8,45 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lagchand_edge.cli.common import emit_json, module_names, progress_bar, stdout
+from converters import TARGETS
+from lagchand_edge.cli.common import emit_json, module_names, progress_bar, renamed, stdout
 
 
 def convert(
-    target: str = typer.Option("all", help="executorch, tflite, coreml or all."),
+    target: str = typer.Option("all", help=f"{', '.join(TARGETS)} or all."),
     precision: str = typer.Option(None, help="fp32 (default), fp16 (tflite, coreml), int8 (all), w8 (coreml weight-only); int8 with --qat."),
     checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
-    config: str = typer.Option(None, help="Expected config of the checkpoint (checked)."),
+    expect_config: str = typer.Option(None, help="Refuse the checkpoint unless its config is this one (tiny, lite, reference)."),
+    config: str = typer.Option(None, hidden=True, help="Old name of --expect-config, kept for one release."),
     calib_data: Path = typer.Option(None, help="InterHand2.6M-format root, its cache, or a folder of photos (centre squares); default: synthetic."),
-    calib_samples: int = typer.Option(32, min=1, help="Calibration images (int8), chosen round-robin over captures."),
+    calib_num: int = typer.Option(None, min=1, help="Calibration images (int8; default 32), chosen round-robin over captures."),
+    calib_samples: int = typer.Option(None, min=1, hidden=True, help="Old name of --calib-num, kept for one release."),
     static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float (weights and activations)."),
-    observer: str = typer.Option(None, help="int8 activation observer for executorch: histogram (default) or minmax."),
+    observer: str = typer.Option(None, help="int8 activation observer, where the target offers a choice (executorch: histogram or minmax)."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
     qat: Path = typer.Option(None, help="Build the int8 artifact of this QAT checkpoint (`lagchand-edge qat`) for the target it trained for."),
+    input_form: str = typer.Option("nchw", "--input", help="What an app hands the model: nchw float tensor; nhwc (tflite: camera frames as "
+                                                           "HWC); image (coreml: an ImageType, so an iOS app passes a CVPixelBuffer)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
-    from converters.recipe import Int8Plan
-    from lagchand_edge.convert import DEFAULT_INT8_PLAN, plan
-    from lagchand_edge.convert import convert as run
+    from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+    from lagchand_edge.convert import build_artifacts, targets_for
 
     precision = precision or ("int8" if qat else "fp32")
-    planned = plan(target, precision) if qat is None else ["qat"]
+    config = renamed(expect_config, config, "--expect-config", "--config")
+    calib_num = renamed(calib_num, calib_samples, "--calib-num", "--calib-samples") or 32
+    planned = targets_for(target, precision) if qat is None else ["qat"]
     int8_plan = None
     if static is not None or float_activations is not None or keep_float is not None:
         int8_plan = Int8Plan(module_names(static, DEFAULT_INT8_PLAN.static), module_names(float_activations, DEFAULT_INT8_PLAN.float_activations),
                              module_names(keep_float, DEFAULT_INT8_PLAN.keep_float))
     with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
-        results = run(target, precision, out, checkpoint, config, calib_data, calib_samples, int8_plan, force, advance, observer, qat)
+        results = build_artifacts(target, precision, out, checkpoint, config, calib_data, calib_num, int8_plan, force, advance, observer, qat,
+                                  input_form)
     if as_json:
         emit_json([asdict(r) for r in results])
         return

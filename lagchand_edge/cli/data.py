@@ -36,18 +36,32 @@ def synth(
     print_data_summary(out, split, as_json, extra={"seconds": round(elapsed, 2), "images_per_second": round(num / elapsed, 1)})
 
 
-def dataset_summary(root: Path, split: str) -> dict:
+def dataset_summary(root: Path, split: str, check_images: bool = False) -> dict:
+    """What the annotations index; with `check_images`, every sample is also read as `evaluate`
+    and `drift` read it, so images that cannot be decoded count as skipped, not as samples."""
     from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.data.records import SampleError
 
     dataset = InterHandDataset(root, split, strict=False)
     captures = sorted({r.sample_id.split("/")[0] for r in dataset.records})
-    return {"root": str(root), "split": split, "samples": len(dataset), "captures": len(captures),
-            "has_mesh": dataset.has_mesh, "skipped": dict(dataset.skipped),
+    skipped, samples = dict(dataset.skipped), len(dataset)
+    if check_images:
+        with progress_bar("reading images", len(dataset)) as advance:
+            for index in range(len(dataset)):
+                try:
+                    dataset.load(index)
+                except SampleError as exc:
+                    skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                    samples -= 1
+                advance(1)
+    return {"root": str(root), "split": split, "samples": samples, "captures": len(captures),
+            "has_mesh": dataset.has_mesh, "skipped": skipped,
+            "images": "all read" if check_images else "not read (--check-images reads each, as evaluate and drift do)",
             "hand_model": None if dataset.hands is None else dataset.hands["right"].name}
 
 
-def print_data_summary(root: Path, split: str, as_json: bool, extra: dict | None = None) -> None:
-    summary = dataset_summary(root, split) | (extra or {})
+def print_data_summary(root: Path, split: str, as_json: bool, extra: dict | None = None, check_images: bool = False) -> None:
+    summary = dataset_summary(root, split, check_images) | (extra or {})
     if as_json:
         emit_json(summary)
         return
@@ -61,10 +75,12 @@ def print_data_summary(root: Path, split: str, as_json: bool, extra: dict | None
 def summary(
     root: Path = typer.Argument(..., help="Data folder (release layout)."),
     split: str = typer.Option("test", help="train, val or test."),
+    check_images: bool = typer.Option(False, "--check-images", help="Also read every image (as evaluate and drift do): unreadable "
+                                                                    "ones count as skipped. Slow on a full release."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Count the two-hand samples a folder holds and what was skipped."""
-    print_data_summary(root, split, as_json)
+    print_data_summary(root, split, as_json, check_images=check_images)
 
 
 @app.command()

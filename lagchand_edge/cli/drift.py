@@ -55,6 +55,7 @@ def show_report(report: dict | None, out: Path, as_json: bool) -> None:
 
 
 def _render(report: dict, out: Path) -> None:
+    from lagchand_edge.data.records import describe_skipped
     from lagchand_edge.drift.report import summary_lines
 
     lines = summary_lines(report)
@@ -69,6 +70,8 @@ def _render(report: dict, out: Path) -> None:
     for r in report["artifacts"]:
         if r["verdict"] in ("ERROR", "SKIPPED"):
             stdout.print(f"{r['artifact']}: {r['verdict']}: {r['reason']}")
+    if report["data"].get("skipped"):  # records the lenient reader left out, said as every command says them
+        stdout.print(f"data: {report['data']['samples']} samples, {describe_skipped(report['data']['skipped'])}", soft_wrap=True)
     ref = report["reference"]["accuracy"]
     stdout.print(f"FP32 reference: MPJPE {ref['mpjpe']:.2f} mm" + (f", MPVPE {ref['mpvpe']:.2f} mm" if "mpvpe" in ref else ""))
     timing = report["timing"]

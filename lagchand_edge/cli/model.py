@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from lagchand_edge.cli.common import console, emit_json, progress_bar, renamed, stdout
-from lagchand_edge.data.records import describe_skipped
+from lagchand_edge.data.records import UNREADABLE_AT_LOAD, describe_skipped
 
 LOG_EVERY = 100  # training steps between log lines when stderr is not a terminal
 
@@ -138,7 +138,8 @@ def evaluate(
         results["ratio_to_baseline"] = results["mpjpe_ratio"] = results["model"]["mpjpe"] / results["mean_pose_baseline"]["mpjpe"]
     results["rotation_err_deg_median"] = results["model"]["rotation_error_deg_median"]
     results["joint_2d_err_px_median"] = results["model"]["joint_2d_err_px_median"]
-    results["skipped"] = dict(dataset.skipped)
+    unreadable = len(dataset) - results["model"]["samples"]  # indexed, but the image could not be decoded
+    results["skipped"] = dict(dataset.skipped) | ({UNREADABLE_AT_LOAD: unreadable} if unreadable else {})
     if as_json:
         emit_json(results)
         return

@@ -85,7 +85,7 @@ def _model(artifact: Path | None, checkpoint: Path | None):
 
             raise UserError(f"{artifact}: predict needs a lagchand-edge artifact folder (with manifest.json)")
         faces = np.load(artifact / HAND_FACES) if (artifact / HAND_FACES).is_file() else None
-        return (lambda images: tuple(runner.raw([images])[:3])), faces, runner.manifest["inputs"][0]["shape"][-1]
+        return (lambda images: tuple(runner.raw([images])[:3])), faces, runner.manifest["inputs"][0]["shape"][2]  # NCHW and NHWC alike
     from lagchand_edge.checkpoint import checkpoint_predictor
 
     call, model = checkpoint_predictor(checkpoint)

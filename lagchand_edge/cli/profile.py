@@ -41,6 +41,8 @@ def profile(
     with progress_bar("profiling", count_models(paths, anchor)) as advance:
         session = profile_to(out, paths, Settings(threads, warmup, runs, not no_ops), checkpoint, anchor, merge, force, advance)
     show_profile(session, out, as_json)
+    if any(r["status"] == "ERROR" for r in session["results"]):
+        raise typer.Exit(1)  # like drift: every other row was timed and is in the report, but an artifact could not be
 
 
 def show_profile(session: dict, out: Path, as_json: bool) -> None:

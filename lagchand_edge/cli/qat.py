@@ -33,8 +33,8 @@ def qat(
 ) -> None:
     """Fine-tune the target's int8 graph under its own fake quantization, distilled from the FP32 model;
     then `convert --qat OUT` builds the artifact."""
+    from calibration.plans import Int8Plan
     from calibration.qat import QATOptions, train_qat
-    from converters.recipe import Int8Plan
 
     default = Int8Plan()
     plan = Int8Plan(module_names(static, default.static), module_names(float_activations, default.float_activations),

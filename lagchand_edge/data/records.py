@@ -34,6 +34,10 @@ class SampleError(UserError):
         self.reason = reason or message.split(":", 1)[-1].strip().split(" (")[0]
 
 
+#: the skip reason for a record the index accepted but whose image could not be decoded
+UNREADABLE_AT_LOAD = "unreadable at load time"
+
+
 def describe_skipped(skipped: dict[str, int]) -> str:
     """What a lenient reader left out, in the one form every command prints:
     'skipped none' or 'skipped 3 (2 unreadable image, 1 no valid joint)'."""

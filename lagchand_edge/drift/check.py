@@ -149,9 +149,9 @@ def _run_on_all_ranks(ranks, model, checkpoint: Path, dataset, request: DriftReq
 def _sensitivity(model, dataset, num: int, stages: Stages) -> dict:
     import numpy as np
 
-    from calibration import select_calibration
+    from calibration.select import select_calibration
+    from calibration.sensitivity import SENSITIVITY_MODULES, layer_sensitivity
     from lagchand_edge.data.transforms import to_model_input
-    from lagchand_edge.drift.sensitivity import SENSITIVITY_MODULES, layer_sensitivity
 
     samples = [dataset.load(i) for i in range(min(num, len(dataset)))]
     images = to_model_input(np.stack([s["image"] for s in samples]))

@@ -20,6 +20,7 @@ import torch
 
 from lagchand_edge.artifact import find_artifacts, load_runner, read_manifest, tool_versions
 from lagchand_edge.data.interhand import InterHandDataset, collate
+from lagchand_edge.data.records import UNREADABLE_AT_LOAD
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.distributed import reference_device, shard_indices
 from lagchand_edge.drift.tally import AccuracyTally, Aligned, DriftTally, WorstSample
@@ -31,7 +32,6 @@ from lagchand_edge.model import DeployModel, HandPrediction, LAGCHand
 #: Default gate on |ΔMPJPE| and |ΔMPVPE| (mm) per precision (issue #5).
 DEFAULT_GATES = {"fp32": 0.01, "fp16": 0.1, "w8": 1.0, "int8": 1.0}
 STATE_FILE = "drift-state.json"
-UNREADABLE_AT_LOAD = "unreadable at load time"
 WORST_FILE = "drift-worst.npz"
 
 

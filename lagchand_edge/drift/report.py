@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import INTERPRETERS, SPEED_BASELINE
 from lagchand_edge.data.records import describe_skipped
 from lagchand_edge.drift.harness import DEFAULT_GATES, DriftRun, Entry
 from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES, MIDDLE_MCP
@@ -316,14 +317,14 @@ def _ranks(machine: dict) -> str:
 
 
 def interpreter_speed(report: dict) -> str | None:
-    """coreml-sim's time per sample against the fp32 ExecuTorch artifact's, both measured in this run (issue #7's goal)."""
+    """A reference interpreter's time per sample against SPEED_BASELINE's artifact, both measured in this run (issue #7's goal)."""
     rows = [r for r in report["artifacts"] if "ms_per_sample" in r]
-    base = next((r for r in rows if r["target"] == "executorch" and r["precision"] == "fp32"), None)
-    sims = [r for r in rows if r["runtime"] == "coreml-sim"]
+    base = next((r for r in rows if (r["target"], r["precision"]) == SPEED_BASELINE), None)
+    sims = [r for r in rows if r["runtime"] in INTERPRETERS]
     if not base or not sims:
         return None
     return "coreml-sim speed: " + ", ".join(f"{r['artifact']} {r['ms_per_sample']:.0f} ms/sample = {r['ms_per_sample'] / base['ms_per_sample']:.1f}x "
-                                            f"executorch-fp32 ({base['ms_per_sample']:.0f} ms)" for r in sims) + " (goal <= 20x)"
+                                            f"{base['artifact']} ({base['ms_per_sample']:.0f} ms)" for r in sims) + " (goal <= 20x)"
 
 
 def markdown(report: dict, images: list[tuple[str, Path]]) -> str:

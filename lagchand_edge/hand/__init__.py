@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 __all__ = ["HandModel", "HandOutput", "load_hands"]
-_HOMES = {"HandModel": "lagchand_edge.hand.model", "HandOutput": "lagchand_edge.hand.model", "load_hands": "lagchand_edge.hand.loading"}
+_HOMES = {"HandModel": "lagchand_edge.hand.skinned", "HandOutput": "lagchand_edge.hand.skinned", "load_hands": "lagchand_edge.hand.loading"}
 
 
 def __getattr__(name: str):

@@ -6,8 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from lagchand_edge.errors import UserError
-from lagchand_edge.hand.model import HandModel
 from lagchand_edge.hand.procedural import build_procedural_hand
+from lagchand_edge.hand.skinned import HandModel
 
 
 @lru_cache(maxsize=4)

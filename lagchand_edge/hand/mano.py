@@ -17,7 +17,7 @@ import numpy as np
 
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand.joints import MANO_FINGERTIP_VERTICES, MANO_TO_INTERHAND
-from lagchand_edge.hand.model import HandModel
+from lagchand_edge.hand.skinned import HandModel
 
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lagchand_edge.hand.joints import FINGERS, MANO_JOINT_NAMES, MANO_TO_INTERHAND
-from lagchand_edge.hand.model import HandModel
+from lagchand_edge.hand.skinned import HandModel
 
 AROUND = 10  # vertices per finger ring
 PALM_AROUND = 14

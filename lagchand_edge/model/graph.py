@@ -1,6 +1,6 @@
 """Linear Graph module (paper §3.3, eqs. 5-10): both hands' meshes from coarse to fine graphs.
 
-Per level t (graphs of the active hand model, `lagchand_edge.hand.graph`):
+Per level t (graphs of the active hand model, `lagchand_edge.hand.mesh_graph`):
   eqs. (5)-(6)  L'_f, R'_f = Di-Concat(Linear_GCN[Concat(L_f, R_f)]): one linear graph
                 convolution (A_hat X W) with shared weights over the concatenated hands;
   eqs. (7)-(8)  H_h = Attention[Concat(h'_f, F_maps)]: multi-head self-attention of each
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lagchand_edge.hand.graph import GraphHierarchy
+from lagchand_edge.hand.mesh_graph import GraphHierarchy
 from lagchand_edge.model.blocks import MultiHeadAttention
 from lagchand_edge.model.config import LAGCHandConfig
 from lagchand_edge.model.sparse import SparseRows

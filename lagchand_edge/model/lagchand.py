@@ -11,8 +11,8 @@ from torch import nn
 
 from lagchand_edge.data.transforms import IMAGENET_MEAN, IMAGENET_STD, weak_perspective_px
 from lagchand_edge.hand import HandModel
-from lagchand_edge.hand.graph import build_hierarchy
 from lagchand_edge.hand.joints import HAND_NAMES, MIDDLE_MCP
+from lagchand_edge.hand.mesh_graph import build_hierarchy
 from lagchand_edge.model.compact import CompactSingleHandHeatmap
 from lagchand_edge.model.config import LAGCHandConfig
 from lagchand_edge.model.deploy import deploy_form
@@ -97,15 +97,19 @@ class DeployModel(nn.Module):
     By default in the deployed form (`model.deploy`: the same function in fewer, larger ops);
     `deployed_form=False` keeps the training modules (the FP32 reference and eager PyTorch).
     `int8_embeddings`: a copy of the model whose embedding tables are int8 (int8 artifacts).
+    `channels_last_input`: the image comes as (B, H, W, 3), as camera frames do (`convert --input nhwc`).
     """
 
-    def __init__(self, model: LAGCHand, int8_embeddings: bool = False, deployed_form: bool = True) -> None:
+    def __init__(self, model: LAGCHand, int8_embeddings: bool = False, deployed_form: bool = True, channels_last_input: bool = False) -> None:
         super().__init__()
         if int8_embeddings:
             model = copy.deepcopy(model)
             model.graph.int8_embeddings()
         self.model = deploy_form(model) if deployed_form else model
+        self.channels_last_input = channels_last_input
 
     def forward(self, image: torch.Tensor):
+        if self.channels_last_input:
+            image = image.permute(0, 3, 1, 2)
         vertices, joints, camera, _ = self.model(image, with_heatmaps=False)
         return vertices, joints, camera

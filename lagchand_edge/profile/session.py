@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters import target_for_file
+from converters import TARGETS, get_target, target_for_file
 from lagchand_edge.artifact import MANIFEST, find_artifacts, read_manifest
 from lagchand_edge.errors import UserError
 
@@ -66,9 +66,9 @@ def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings
     row = {"artifact": path.name, "path": str(path), "target": manifest.get("target"),
            "precision": manifest.get("precision"), "foreign": bool(manifest.get("foreign")), "sha256": manifest.get("sha256"),
            "source": manifest.get("source", {}), "label": HOST_LABEL}
-    if manifest.get("target") == "coreml":
-        return row | {"status": "SKIPPED", "reason": "CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference "
-                                                     "interpreter, not a speed proxy (its speed is in the drift report)"}
+    skip = get_target(manifest["target"]).LATENCY_UNAVAILABLE if manifest.get("target") in TARGETS else None
+    if skip:
+        return row | {"status": "SKIPPED", "reason": skip}
     try:
         record = _run_json(settings.device_runner(model))
     except RuntimeError as exc:
@@ -89,7 +89,7 @@ def profile_eager(checkpoint: Path | None, settings: Settings) -> dict:
 
 def profile_anchor(name: str, path: Path, settings: Settings) -> dict:
     record = _run_json(settings.device_runner(path))  # its op breakdown shows where a plain CNN spends its time
-    return {"artifact": f"mediapipe:{name}", "path": str(path), "target": "tflite", "precision": "float (MediaPipe)", "status": "OK",
+    return {"artifact": f"mediapipe:{name}", "path": str(path), "target": target_for_file(path), "precision": "float (MediaPipe)", "status": "OK",
             "label": HOST_LABEL, "sha256": record["sha256"], "record": record, "anchor": True,
             "note": "one hand, 21 keypoints per inference (LAGCHand: two hands, full meshes)"}
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from converters.coreml_sim.values import DTYPE_STRINGS, UnsupportedProgram
+from converters.coreml.sim.values import DTYPE_STRINGS, UnsupportedProgram
 
 OPS: dict[str, Callable[..., object]] = {}
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.coreml_sim.ops import OPS
-from converters.coreml_sim.values import BlobFile, UnsupportedProgram, decode, numpy_dtype, shape_of, to_torch
+from converters.coreml.sim.ops import OPS
+from converters.coreml.sim.values import BlobFile, UnsupportedProgram, decode, numpy_dtype, shape_of, to_torch
 
 _TORCH = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
           np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16,

@@ -16,13 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.mixed_precision import ScopedQuantizer, calibrate
-from converters.recipe import ConversionError, Int8Plan, Recipe
+from calibration.mixed_precision import ScopedQuantizer, calibrate
+from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+from converters.recipe import ConversionError, Recipe
 from lagchand_edge.model import OUTPUT_NAMES
 
 NAME = "coreml"
 PRECISIONS = ("fp16", "fp32", "w8", "int8")
 MODEL_FILE = "model.mlpackage"
+INT8_PLAN = DEFAULT_INT8_PLAN
+OBSERVERS = ()  # CoreMLQuantizer's own observers
+INPUTS = ("nchw", "image")  # image: an ImageType input, so that an iOS app passes a CVPixelBuffer
+LATENCY_UNAVAILABLE = ("CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference interpreter, not a speed proxy "
+                       "(its speed is in the drift report)")
+QAT_UNAVAILABLE = None
 
 
 def _quantizer(plan: Int8Plan):
@@ -59,7 +66,7 @@ def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torc
     return calibrate(quantizable_graph(model, example), _quantizer(recipe.plan), recipe.calibration)
 
 
-def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
+def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import coremltools as ct
 
     if recipe.observer is not None:
@@ -72,7 +79,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
         program = torch.export.export(model, (example,)).run_decompositions({})
         mlmodel = ct.convert(
             program,
-            inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
+            inputs=[_input(ct, recipe.input, tuple(example.shape))],
             outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
             minimum_deployment_target=ct.target.iOS17,
             compute_precision=precision,
@@ -87,6 +94,13 @@ def convert(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_d
            "linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included")
     quantizer = {"int8": f"QAT, {qat_scheme()}" if recipe.qat is not None else ptq, "w8": "linear_quantize_weights (linear_symmetric)"}
     return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
+
+
+def _input(ct, form: str, shape: tuple[int, ...]):
+    """A float tensor, or an RGB image whose 0-255 pixels the model scales by 1/255 itself."""
+    if form == "image":
+        return ct.ImageType(name="image", shape=shape, scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
+    return ct.TensorType(name="image", shape=shape)
 
 
 def _describe(mlmodel, metadata: dict) -> None:
@@ -111,14 +125,18 @@ def unavailable_reason() -> str | None:
 
 
 class Runner:
-    """`MLModel.predict` on macOS; the coreml-sim MIL interpreter elsewhere (`RUNTIME` says which)."""
+    """`MLModel.predict` on macOS; the coreml-sim MIL interpreter elsewhere (`RUNTIME` says which).
+    Float NCHW images in [0, 1] in; an ImageType model (`convert --input image`) gets them as
+    0-255 pixels, as Core ML hands a pixel buffer to the program."""
 
     def __init__(self, path: Path, simulate: bool | None = None) -> None:
         simulate = platform.system() != "Darwin" if simulate is None else simulate
         self.RUNTIME = "coreml-sim" if simulate else "coreml"
         self.input_shapes = [(1, 3, 256, 256)]
+        self.image_input = _has_image_input(Path(path))
+        self.simulate = simulate
         if simulate:
-            from converters.coreml_sim import MILProgram, UnsupportedProgram
+            from converters.coreml.sim import MILProgram, UnsupportedProgram
 
             try:
                 self.program = MILProgram(path)
@@ -132,8 +150,27 @@ class Runner:
             self.predict = lambda **feeds: model.predict(feeds)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        result = self.predict(image=inputs[0])
+        image = inputs[0]
+        if self.image_input:
+            image = np.clip(np.round(image * 255.0), 0, 255).astype(np.float32)
+            if not self.simulate:  # Core ML itself takes a picture, not an array
+                from PIL import Image
+
+                image = Image.fromarray(image[0].transpose(1, 2, 0).astype(np.uint8))
+        result = self.predict(image=image)
         return [np.asarray(result[name], dtype=np.float32) for name in OUTPUT_NAMES]
+
+
+def _has_image_input(package: Path) -> bool:
+    from coremltools.proto import Model_pb2
+    from google.protobuf.message import DecodeError
+
+    spec = Model_pb2.Model()
+    try:
+        spec.ParseFromString((package / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes())
+    except (OSError, DecodeError):
+        return False  # the runner's own loading says what is wrong
+    return any(i.type.WhichOneof("Type") == "imageType" for i in spec.description.input)
 
 
 def open_runner(path: Path) -> Runner:

@@ -37,8 +37,8 @@ def _scores(prediction: HandPrediction, reference: HandPrediction, gt_joints: np
 def layer_sensitivity(model: LAGCHand, calibration: torch.Tensor, images: torch.Tensor, gt_joints: np.ndarray,
                       modules: tuple[str, ...] | list[str] = SENSITIVITY_MODULES, progress: Callable[[int], None] | None = None) -> dict:
     """Rank `modules` by the int8 drift each causes; `images` (N,3,H,W) with GT joints (N,2,21,3) mm."""
+    from calibration.plans import Int8Plan
     from converters.executorch import quantize_pt2e
-    from converters.recipe import Int8Plan
 
     deploy = DeployModel(model).eval()
     exported = torch.export.export(deploy, (images[:1].contiguous(),))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torchao.quantization.pt2e.quantizer import Quantizer
 
-from converters.recipe import ConversionError, Int8Plan
+from calibration.plans import Int8Plan
+from converters.recipe import ConversionError
 
 ANNOTATION = "quantization_annotation"
 

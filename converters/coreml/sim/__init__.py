@@ -7,7 +7,7 @@ declared dtype (program.py explains the precision policy). An op it does not kno
 nothing about speed on a device, and the Neural Engine's or GPU's numerics may differ slightly.
 """
 
-from converters.coreml_sim.program import MILProgram
-from converters.coreml_sim.values import UnsupportedProgram
+from converters.coreml.sim.program import MILProgram
+from converters.coreml.sim.values import UnsupportedProgram
 
 __all__ = ["MILProgram", "UnsupportedProgram"]

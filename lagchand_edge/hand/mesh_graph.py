@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lagchand_edge.hand.model import HandModel
+from lagchand_edge.hand.skinned import HandModel
 
 
 @dataclass(frozen=True)
