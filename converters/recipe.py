@@ -21,7 +21,7 @@ class Recipe:
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
     qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (dynamic batch): converted instead of calibrating
     metadata: dict = field(default_factory=dict)  # what the model file says about itself, where its format has room
-    input: str = "nchw"  # the input's form (lagchand_edge.artifact.INPUT_FORMS); the example and the model already follow it
+    input_form: str = "nchw"  # the input's form (lagchand_edge.artifact.INPUT_FORMS); the example and the model already follow it
 
     @property
     def quantized(self) -> bool:

@@ -69,7 +69,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
         else:
             q.load_quantization_recipe(int8_recipe(model, recipe.plan))
             signature, input_name = _signature(float_path)
-            images = recipe.calibration.permute(0, 2, 3, 1) if recipe.input == "nhwc" else recipe.calibration
+            images = recipe.calibration.permute(0, 2, 3, 1) if recipe.input_form == "nhwc" else recipe.calibration
             samples = [{input_name: image[None].numpy().astype(np.float32)} for image in images]
             result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)

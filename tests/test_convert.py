@@ -18,6 +18,7 @@ from lagchand_edge.errors import UserError
 FP32_PARITY_MM = 0.01  # the most an fp32 artifact's vertices may differ from the model's
 INT8_PARITY_MM = 5.0  # int8 (default plans) on the trained tiny model: 0.4-1.9 mm measured
 INT8_JOINT_PX = 6.0  # mean int8 2D joint error (crop pixels) against the model's: 0.4-4.9 px measured, 4.3-14 px between images
+KEPT_GRAPH_PARITY_MM = 40.0  # all but the graph decoder W8A8 (ExecuTorch, minmax observer): 17.8 mm measured; bounds a broken artifact
 ALL_W8A8_JOINT_PX = 40.0  # the all-W8A8 plan, int8 input and outputs: 21 px measured; raw int8 codes would be hundreds
 
 
@@ -339,8 +340,8 @@ def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoin
         (result,) = build_artifacts(target, "int8", tmp_path / target, tiny_checkpoint, calib_data=synth_root, calib_num=4, int8_plan=kept,
                                     observer=observer)
         assert result.size_bytes > int8_artifacts[target].size_bytes, target  # the graph's weights stay fp32
-        assert result.parity_max_vertex_mm <= INT8_PARITY_MM, target
-    assert "minmax observer" in read_manifest(tmp_path / "executorch")["recipe"]["quantizer"]
+        assert result.parity_max_vertex_mm <= KEPT_GRAPH_PARITY_MM, target
+    assert "minmax observer" in read_manifest(tmp_path / "executorch" / "executorch-int8")["recipe"]["quantizer"]
     assert "histogram observer" in read_manifest(int8_artifacts["executorch"].path)["recipe"]["quantizer"]
 
 

@@ -79,7 +79,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
         program = torch.export.export(model, (example,)).run_decompositions({})
         mlmodel = ct.convert(
             program,
-            inputs=[_input(ct, recipe.input, tuple(example.shape))],
+            inputs=[_input(ct, recipe.input_form, tuple(example.shape))],
             outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
             minimum_deployment_target=ct.target.iOS17,
             compute_precision=precision,
