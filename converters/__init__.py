@@ -17,6 +17,7 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
+from converters.recipe import ConversionError
 from lagchand_edge.errors import UserError
 
 TARGETS = {"executorch": "converters.executorch", "tflite": "converters.tflite", "coreml": "converters.coreml"}
@@ -30,6 +31,18 @@ def get_target(name: str) -> ModuleType:
     if name not in TARGETS:
         raise UserError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)} or 'all'")
     return import_module(TARGETS[name])
+
+
+def open_model(target: ModuleType, model_path, where) -> object:
+    """`target`'s runner on `model_path`, or one UserError naming `where` (the artifact) when this
+    machine cannot run the target or the model will not open (the toolkit and the predict app alike)."""
+    reason = target.unavailable_reason()
+    if reason:
+        raise UserError(f"{where}: cannot run {target.NAME} here: {reason}")
+    try:
+        return target.open_runner(model_path)
+    except (ConversionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"{model_path}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def target_for_file(path) -> str | None:

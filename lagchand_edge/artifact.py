@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import get_target, target_for_file
-from converters.recipe import ConversionError
+from converters import get_target, open_model, target_for_file
 from lagchand_edge import __version__
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand.joints import INTERHAND_JOINT_NAMES
@@ -65,10 +64,6 @@ INPUT_FORMS = {
     "nhwc": {"dtype": "float32", "layout": "NHWC RGB (camera frames as they come)", "range": [0.0, 1.0]},
     "image": {"dtype": "image", "layout": "RGB image (CoreML ImageType: a CVPixelBuffer or CGImage)", "range": [0, 255]},
 }
-
-
-def input_shape(form: str, size: int) -> tuple[int, ...]:
-    return (1, size, size, 3) if form == "nhwc" else (1, 3, size, size)
 
 
 def io_spec(shapes: dict[str, tuple], form: str = "nchw") -> dict:
@@ -197,10 +192,4 @@ def load_runner(path: str | Path) -> ArtifactRunner:
             raise UserError(f"{path}: not a model this toolkit runs (expected an artifact folder, .pte or .tflite)")
         target, model_path = get_target(name), path
         manifest = {"target": name, "precision": "unknown", "file": path.name, "foreign": True}
-    reason = target.unavailable_reason()
-    if reason:
-        raise UserError(f"{path}: cannot run {target.NAME} here: {reason}")
-    try:
-        return ArtifactRunner(manifest, target.open_runner(model_path))
-    except (ConversionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"{model_path}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return ArtifactRunner(manifest, open_model(target, model_path, path))

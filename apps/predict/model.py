@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apps.predict.sources import SourceError
-from converters import get_target
-from converters.recipe import ConversionError
+from converters import get_target, open_model
 from lagchand_edge.errors import UserError
 from lagchand_edge.io import file_sha256
 
@@ -36,12 +35,9 @@ def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
         target = get_target(str(manifest.get("target")))
     except UserError as exc:
         raise SourceError(f"{folder}: {exc}") from None
-    reason = target.unavailable_reason()
-    if reason:
-        raise SourceError(f"{folder}: cannot run {target.NAME} here: {reason}")
     try:
-        runner = target.open_runner(file)
-    except (ConversionError, RuntimeError, ValueError) as exc:
-        raise SourceError(f"{file}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        runner = open_model(target, file, folder)
+    except UserError as exc:
+        raise SourceError(str(exc)) from None
     faces = folder / "hand_faces.npy"  # written by lagchand-edge convert
     return (lambda images: tuple(runner.run([images])[:3])), manifest, (np.load(faces) if faces.is_file() else None)
