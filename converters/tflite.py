@@ -4,8 +4,9 @@ Found on this stack: litert-torch's PT2E int8 path fails in its NHWC layout pass
 model ("Attempting to convert non-NHWC compatible node to NHWC: dequantize_per_tensor"), so
 fp16 and int8 go through Google's AI Edge Quantizer on the fp32 .tflite instead
 (float_casting for fp16; for int8 static_wi8_ai8 with our calibration images, overridden per
-module scope by the int8 plan). The int8 model has int8 inputs and outputs; the runner quantizes
-and dequantizes from the tensor details.
+module scope by the int8 plan). The int8 model keeps float32 inputs and outputs (the quantizer adds
+the quantize and dequantize ops); the runner still quantizes and dequantizes from the tensor
+details, for foreign `.tflite` files with int8 I/O.
 """
 
 from __future__ import annotations

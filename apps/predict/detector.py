@@ -23,6 +23,7 @@ STRIDES = ((8, 1), (16, 3))  # (stride, SSD layers at it); 2 anchors per layer a
 MIN_SCORE, NMS_IOU = 0.5, 0.3
 HAND_SCALE, HAND_SHIFT = 2.0, 0.5  # palm box -> hand box: grow, then move towards the fingers (in palm sizes)
 WRIST, MIDDLE_MCP = 0, 2  # keypoints of the palm model
+SMOOTHING = 0.5  # on video: the new box's weight against the last one
 
 
 def anchors() -> np.ndarray:
@@ -125,7 +126,7 @@ def both_hands(palms: list[Palm]) -> Box | None:
 class DetectorFinder:
     """Boxes from the palm detector; on video a tracker smooths them and keeps the last one when no palm is found."""
 
-    def __init__(self, detector: PalmDetector, smoothing: float = 0.5, track: bool = True) -> None:
+    def __init__(self, detector: PalmDetector, smoothing: float = SMOOTHING, track: bool = True) -> None:
         self.detector, self.smoothing, self.track = detector, smoothing, track
         self.last: Square | None = None
 

@@ -22,6 +22,7 @@ from lagchand_edge.cli.predict import predict
 from lagchand_edge.cli.profile import anchors_app, profile
 from lagchand_edge.cli.qat import qat
 from lagchand_edge.cli.quickstart import quickstart
+from lagchand_edge.cli.serve import serve
 from lagchand_edge.cli.third_party_log import VERBOSE_ENV, StderrDiversion
 from lagchand_edge.errors import RankFailure, UserError, describe_internal_error
 
@@ -50,6 +51,7 @@ app.command()(qat)
 app.command()(convert)
 app.add_typer(drift_app, name="drift")
 app.command()(predict)
+app.command()(serve)
 app.command()(profile)
 app.add_typer(anchors_app, name="anchors")
 _third_party_log = StderrDiversion([console])
