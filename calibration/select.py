@@ -3,14 +3,16 @@ a plain folder of one's own photos, reproducibly.
 
 Samples are stratified over captures (round-robin over captures, each shuffled by the seed), so
 a small set still covers every subject; the chosen ids and their hash go into the manifest. A
-folder of images (no annotations) gives its images' centre squares, resized to the model's
-input: frame such photos so that both hands fill most of the picture (`predict --box` shows how
-a crop looks), since nothing here finds the hands.
+folder of images (no annotations) gives the square around both hands in each photo when a hand
+finder is given (`convert --calib-detect`: the predict app's palm detector), else, and where it
+finds no hands, the photo's centre square, resized to the model's input; the manifest says how
+many of each. Without a finder, frame such photos so that both hands fill most of the picture.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from lagchand_edge.data.transforms import crop_image, to_model_input
 from lagchand_edge.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+HandFinder = Callable[[np.ndarray], "tuple[float, float, float] | None"]  # RGB photo -> square (x0, y0, side) around both hands
 
 
 @dataclass
@@ -46,13 +49,14 @@ def is_image_folder(root: Path) -> bool:
     return root.is_dir() and not is_cache(root) and not any(find_annotation(root, split, "data") for split in ("train", "val", "test"))
 
 
-def select_images(root: Path, count: int, seed: int = 0, size: int = 256) -> CalibrationSet:
-    """`count` images of a plain folder (shuffled by `seed`), as their centre squares at `size`;
-    unreadable files are passed over (the manifest's ids name the ones used)."""
+def select_images(root: Path, count: int, seed: int = 0, size: int = 256, find: HandFinder | None = None) -> CalibrationSet:
+    """`count` images of a plain folder (shuffled by `seed`), as the squares `find` gives around their
+    hands, else their centre squares, at `size`; unreadable files are passed over (the manifest's
+    ids name the ones used)."""
     files = sorted(p for p in Path(root).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) and no InterHand2.6M annotations")
-    ids, crops = [], []
+    ids, crops, found = [], [], 0
     for index in np.random.default_rng(seed).permutation(len(files)):
         if len(ids) == count:
             break
@@ -61,17 +65,22 @@ def select_images(root: Path, count: int, seed: int = 0, size: int = 256) -> Cal
                 image = handle.convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue
+        square = find(np.asarray(image)) if find is not None else None
+        found += square is not None
         side = min(image.size)
-        crops.append(np.asarray(crop_image(image, ((image.width - side) / 2, (image.height - side) / 2, side), size)))
+        crops.append(np.asarray(crop_image(image, square or ((image.width - side) / 2, (image.height - side) / 2, side), size)))
         ids.append(files[index].name)
     if not ids:
         raise UserError(f"{root}: none of its {len(files)} images could be read")
-    return CalibrationSet(ids, to_model_input(np.stack(crops)), f"{root} (image folder, centre squares)")
+    how = "centre squares" if find is None else f"squares around the hands found in {found}, centre squares for {len(ids) - found} (no hands found)"
+    return CalibrationSet(ids, to_model_input(np.stack(crops)), f"{root} (image folder, {how})")
 
 
-def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test", mano_dir: Path | None = None) -> CalibrationSet:
+def select_calibration(root: Path, count: int, seed: int = 0, split: str = "test", mano_dir: Path | None = None,
+                       find: HandFinder | None = None) -> CalibrationSet:
+    """From a root, a cache or a folder of photos (where `find`, when given, places the crops)."""
     if is_image_folder(root):
-        return select_images(root, count, seed)
+        return select_images(root, count, seed, find=find)
     dataset = open_dataset(root, None if is_cache(root) else split, mano_dir)  # a cache holds one split: its own
     by_capture: dict[str, list[int]] = {}
     for index, sample_id in enumerate(dataset.sample_ids):

@@ -14,7 +14,7 @@ import torch
 
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
-from calibration.select import CalibrationSet, select_calibration
+from calibration.select import CalibrationSet, HandFinder, is_image_folder, select_calibration
 from converters import TARGETS, get_target
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.artifact import INPUT_FORMS, MANIFEST, build_manifest, embedded_metadata, load_runner
@@ -122,12 +122,17 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
 
 def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,
                     calib_data: Path | None = None, calib_num: int = 32, int8_plan: Int8Plan | None = None, force: bool = False,
-                    progress=None, observer: str | None = None, qat: Path | None = None, input_form: str = "nchw") -> list[ConvertResult]:
+                    progress=None, observer: str | None = None, qat: Path | None = None, input_form: str = "nchw",
+                    calib_find: HandFinder | None = None) -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/` (int8 by `int8_plan`,
-    default each target's measured plan; or from a QAT checkpoint, for the target it trained for)."""
+    default each target's measured plan; or from a QAT checkpoint, for the target it trained for).
+    `calib_find` places the calibration crops in a folder of photos (see calibration.select)."""
+    if calib_find is not None and not (calib_data is not None and is_image_folder(Path(calib_data))):
+        raise UserError("--calib-detect finds the hands in a folder of photos (--calib-data FOLDER); InterHand2.6M roots and caches "
+                        "carry their own crops")
     if qat is not None:
         return _convert_qat(Path(qat), target, precision, out_dir, checkpoint, config, calib_data, calib_num, int8_plan, force,
-                            progress, observer, input_form)
+                            progress, observer, input_form, calib_find)
     targets = targets_for(target, precision)
     _check_input(input_form, targets)
     if int8_plan is not None and precision != "int8":
@@ -138,7 +143,7 @@ def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path
     model = load_checkpoint(checkpoint_path, config)
     calibration = None
     if precision == "int8" or calib_data is not None:
-        calibration = _calibration(calib_data, calib_num)
+        calibration = _calibration(calib_data, calib_num, calib_find)
     source = _source(checkpoint_path, model)
     results = []
     for name in targets:
@@ -174,12 +179,12 @@ def _source(checkpoint: Path, model: LAGCHand) -> dict:
             "hand_model": model.hand_model_name}
 
 
-def _calibration(calib_data: Path | None, count: int) -> CalibrationSet:
-    return select_calibration(calib_data, count) if calib_data else synthetic_calibration(count)
+def _calibration(calib_data: Path | None, count: int, find: HandFinder | None = None) -> CalibrationSet:
+    return select_calibration(calib_data, count, find=find) if calib_data else synthetic_calibration(count)
 
 
 def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, checkpoint, config, calib_data, calib_num,
-                 int8_plan, force: bool, progress, observer, input_form: str) -> list[ConvertResult]:
+                 int8_plan, force: bool, progress, observer, input_form: str, calib_find: HandFinder | None) -> list[ConvertResult]:
     """The int8 artifact of a QAT checkpoint: its target, its plan, its source FP32 model (which
     the parity check and the manifest's source then name, so drift compares with the original)."""
     from calibration.qat import load_qat, read_qat_info
@@ -198,7 +203,7 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
     result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
-                              _calibration(calib_data, min(calib_num, PARITY_IMAGES)), Int8Plan.from_dict(info["plan"]), source, force,
+                              _calibration(calib_data, min(calib_num, PARITY_IMAGES), calib_find), Int8Plan.from_dict(info["plan"]), source, force,
                               qat=(graph, record), input_form=input_form)
     if progress:
         progress(1)

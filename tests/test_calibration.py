@@ -45,3 +45,34 @@ def test_a_plain_image_folder_calibrates_with_centre_squares(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         select_calibration(tmp_path / "empty", 4)
+
+
+def test_a_photo_folder_calibrates_around_the_hands_the_detector_finds(real_root, tmp_path):
+    """#23: with a hand finder (`convert --calib-detect`) each crop is the square the predict app would
+    use; a photo where it finds no hands falls back to its centre square, and the source says how many."""
+    from apps.predict.detector import square_finder
+    from lagchand_edge.profile.anchors import cached_detector
+
+    try:
+        find = square_finder(cached_detector())
+    except UserError:
+        pytest.skip("no palm detector cached here (lagchand-edge anchors fetch)")
+    photos = sorted(real_root.glob("*.jpg"))
+    squares = {path.name: find(np.asarray(Image.open(path).convert("RGB"))) for path in photos}
+    assert 1 <= sum(square is not None for square in squares.values()) < len(photos)  # both kinds, or the test proves less
+    for path in photos:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    found = select_calibration(tmp_path, len(photos), find=find)
+    centred = select_calibration(tmp_path, len(photos))
+    hits = sum(square is not None for square in squares.values())
+    assert f"squares around the hands found in {hits}, centre squares for {len(photos) - hits}" in found.source
+    for i, name in enumerate(found.ids):
+        same = torch.equal(found.images[i], centred.images[centred.ids.index(name)])
+        assert same == (squares[name] is None), name
+
+
+def test_calib_detect_needs_a_folder_of_photos(tiny_checkpoint, synth_root, tmp_path):
+    from lagchand_edge.convert import build_artifacts
+
+    with pytest.raises(UserError, match="folder of photos"):
+        build_artifacts("tflite", "int8", tmp_path, tiny_checkpoint, calib_data=synth_root, calib_find=lambda image: None)

@@ -9,6 +9,7 @@ into one box. On video a tracker smooths the box and keeps the last one when no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,9 @@ class DetectorFinder:
             square = tuple(self.smoothing * new + (1 - self.smoothing) * old for new, old in zip(square, self.last, strict=True))
         self.last = square if self.track else None
         return square
+
+
+def square_finder(path: Path) -> Callable[[np.ndarray], Square | None]:
+    """RGB image -> the crop square around both hands, or None: the detector for still photos (calibration sets)."""
+    finder = DetectorFinder(PalmDetector(path), track=False)
+    return lambda image: finder(Frame(0, "photo", image))

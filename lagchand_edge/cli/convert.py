@@ -18,7 +18,10 @@ def convert(
     checkpoint: Path = typer.Option(None, help="Checkpoint; default: the bundled reference."),
     expect_config: str = typer.Option(None, help="Refuse the checkpoint unless its config is this one (tiny, lite, reference)."),
     config: str = typer.Option(None, hidden=True, help="Old name of --expect-config, kept for one release."),
-    calib_data: Path = typer.Option(None, help="InterHand2.6M-format root, its cache, or a folder of photos (centre squares); default: synthetic."),
+    calib_data: Path = typer.Option(None, help="InterHand2.6M-format root, its cache, or a folder of photos (centre squares, or "
+                                               "--calib-detect); default: synthetic."),
+    calib_detect: bool = typer.Option(False, "--calib-detect", help="In a folder of photos, crop around the hands MediaPipe's palm "
+                                      "detector finds (`anchors fetch` once; a photo without hands gives its centre square)."),
     calib_num: int = typer.Option(None, min=1, help="Calibration images (int8; default 32), chosen round-robin over captures."),
     calib_samples: int = typer.Option(None, min=1, hidden=True, help="Old name of --calib-num, kept for one release."),
     static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
@@ -44,9 +47,15 @@ def convert(
     if static is not None or float_activations is not None or keep_float is not None:
         int8_plan = Int8Plan(module_names(static, DEFAULT_INT8_PLAN.static), module_names(float_activations, DEFAULT_INT8_PLAN.float_activations),
                              module_names(keep_float, DEFAULT_INT8_PLAN.keep_float))
+    calib_find = None
+    if calib_detect:
+        from apps.predict.detector import square_finder
+        from lagchand_edge.profile.anchors import cached_detector
+
+        calib_find = square_finder(cached_detector())
     with progress_bar(f"converting ({', '.join(planned)})", len(planned)) as advance:
         results = build_artifacts(target, precision, out, checkpoint, config, calib_data, calib_num, int8_plan, force, advance, observer, qat,
-                                  input_form)
+                                  input_form, calib_find)
     if as_json:
         emit_json([asdict(r) for r in results])
         return
