@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
-from converters import TARGETS, get_target
+from converters import TARGETS, check_convertible, get_target
 from converters.recipe import ConversionError
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint, sidecar_path
 from lagchand_edge.data.cache import open_dataset
@@ -55,6 +55,7 @@ def check_target(target: str) -> None:
     if target not in qat_targets():
         why = f" ({get_target(target).QAT_UNAVAILABLE})" if target in TARGETS else ""
         raise UserError(f"QAT is available for --target {' or '.join(qat_targets())}, not {target!r}{why}")
+    check_convertible([target])
 
 
 @dataclass

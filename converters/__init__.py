@@ -1,6 +1,7 @@
 """Edge targets. Every target-specific fact lives in its module, behind the same interface:
 
     NAME, PRECISIONS, MODEL_FILE
+    EXTRA, CONVERT_PACKAGES, RUN_PACKAGES   # the pip extra that installs it; import names converting / running need
     INT8_PLAN                  # the target's default int8 plan (calibration.plans.Int8Plan)
     OBSERVERS                  # activation observers --observer may choose (empty: no choice)
     LATENCY_UNAVAILABLE        # why `profile` cannot time it on this machine, or None
@@ -15,6 +16,7 @@ Adding a target is one new module and one line in `TARGETS`; nothing outside thi
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from types import ModuleType
 
 from converters.recipe import ConversionError
@@ -33,10 +35,31 @@ def get_target(name: str) -> ModuleType:
     return import_module(TARGETS[name])
 
 
+def missing_extra(target: ModuleType, packages: tuple[str, ...]) -> str | None:
+    """One line naming the pip extra to install when any of `packages` (import names) is absent."""
+    missing = [name for name in packages if find_spec(name) is None]
+    if not missing:
+        return None
+    return f"the {target.NAME} target needs {', '.join(missing)} (not installed): pip install 'lagchand-edge[{target.EXTRA}]'"
+
+
+def convertible() -> list[str]:
+    """Targets whose converter packages are installed here (every one with `pip install 'lagchand-edge[all]'`)."""
+    return [name for name in TARGETS if missing_extra(get_target(name), get_target(name).CONVERT_PACKAGES) is None]
+
+
+def check_convertible(names: list[str]) -> None:
+    """UserError naming the extra when a planned target's converter packages are absent (before any work)."""
+    for name in names:
+        reason = missing_extra(get_target(name), get_target(name).CONVERT_PACKAGES)
+        if reason:
+            raise UserError(f"cannot convert for {name}: {reason}")
+
+
 def open_model(target: ModuleType, model_path, where) -> object:
     """`target`'s runner on `model_path`, or one UserError naming `where` (the artifact) when this
     machine cannot run the target or the model will not open (the toolkit and the predict app alike)."""
-    reason = target.unavailable_reason()
+    reason = missing_extra(target, target.RUN_PACKAGES) or target.unavailable_reason()
     if reason:
         raise UserError(f"{where}: cannot run {target.NAME} here: {reason}")
     try:

@@ -18,6 +18,9 @@ from converters.recipe import ConversionError, Recipe
 NAME = "executorch"
 PRECISIONS = ("fp32", "int8")
 MODEL_FILE = "model.pte"
+EXTRA = "executorch"  # pip install 'lagchand-edge[executorch]'
+CONVERT_PACKAGES = ("executorch", "torchao")  # import names: what converting needs
+RUN_PACKAGES = ("executorch",)  # what running an artifact needs
 #: XNNPACK realises float activations as dynamic int8 (it has no weight-only kernels); the 3D
 #: head (195 weights, mm-scale outputs) does not survive that and stays float here (the
 #: README's "The int8 plan" has the measurements).

@@ -31,6 +31,9 @@ from converters.recipe import ConversionError, Recipe
 NAME = "tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_FILE = "model.tflite"
+EXTRA = "tflite"  # pip install 'lagchand-edge[tflite]'
+CONVERT_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")  # import names: what converting needs
+RUN_PACKAGES = ("ai_edge_litert",)  # what running an artifact needs (the predict app on a device: this alone)
 #: AI Edge Quantizer calibrates min-max, which the outliers of the encoder's transformer stages
 #: (layers 2-4) do not survive: they keep float activations here (measured: README, "The int8 plan").
 INT8_PLAN = replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.2", "model.encoder.layers.3", "model.encoder.layers.4",

@@ -15,7 +15,7 @@ import torch
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
 from calibration.select import CalibrationSet, HandFinder, is_image_folder, select_calibration
-from converters import TARGETS, get_target
+from converters import TARGETS, check_convertible, get_target
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.artifact import INPUT_FORMS, MANIFEST, build_manifest, embedded_metadata, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
@@ -134,6 +134,7 @@ def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path
         return _convert_qat(Path(qat), target, precision, out_dir, checkpoint, config, calib_data, calib_num, int8_plan, force,
                             progress, observer, input_form, calib_find)
     targets = targets_for(target, precision)
+    check_convertible(targets)
     _check_input(input_form, targets)
     if int8_plan is not None and precision != "int8":
         raise UserError("--static / --float-activations / --keep-float only apply to --precision int8")
@@ -197,6 +198,7 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
     info = read_qat_info(path)  # the sidecar alone: refuse a wrong target before rebuilding the graph
     if target not in ("all", info["target"]):
         raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
+    check_convertible([info["target"]])
     _check_input(input_form, [info["target"]])
     graph, model, info = load_qat(path, info)
     source = _source(Path(info["source"]["checkpoint"]), model)

@@ -323,8 +323,16 @@ function runVideo(video, kind, extra = {}) {
   step();
 }
 
+/** Whether a source can run now; if not, says why (the model is loading, or failed to load). */
+function modelReady() {
+  if (state.model) return true;
+  const failed = window.lagchand.status === 'failed';
+  showMessage(failed ? window.lagchand.error : 'The model is still loading; try again in a moment.', failed ? 'error' : 'info');
+  return false;
+}
+
 async function openFile(file) {
-  if (!state.model) return;
+  if (!modelReady()) return;
   if (file.type.startsWith('video/')) {
     const url = URL.createObjectURL(file);
     const video = Object.assign(document.createElement('video'), {src: url, muted: true, loop: true, playsInline: true});
@@ -358,6 +366,7 @@ async function openFile(file) {
 }
 
 async function startCamera() {
+  if (!modelReady()) return;
   if (!navigator.mediaDevices?.getUserMedia) {
     showMessage('This browser gives no camera here (a camera needs https or localhost).');
     return;

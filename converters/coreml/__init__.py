@@ -24,6 +24,9 @@ from lagchand_edge.model import OUTPUT_NAMES
 NAME = "coreml"
 PRECISIONS = ("fp16", "fp32", "w8", "int8")
 MODEL_FILE = "model.mlpackage"
+EXTRA = "coreml"  # pip install 'lagchand-edge[coreml]'
+CONVERT_PACKAGES = ("coremltools", "torchao")  # import names: what converting needs
+RUN_PACKAGES = ("coremltools",)  # Core ML on macOS; coreml-sim reads the program with coremltools' protobuf classes
 INT8_PLAN = DEFAULT_INT8_PLAN
 OBSERVERS = ()  # CoreMLQuantizer's own observers
 INPUTS = ("nchw", "image")  # image: an ImageType input, so that an iOS app passes a CVPixelBuffer

@@ -34,6 +34,8 @@ def quickstart(
     except typer.Exit:
         pass  # FAIL verdicts are information here, not a stop
     show_profile(done.profile, out / "report", as_json=False)
+    for line in done.left_out:
+        stdout.print(f"[yellow]left out[/] (packages not installed): {line}", highlight=False)
     if not done.anchors_timed:
         stdout.print("(run `lagchand-edge anchors fetch` once to time MediaPipe's hand landmark models alongside)")
     stdout.print(f"[green]done[/]: {out} (open {out / 'report' / 'report.html'} and {out / 'report' / 'profile.html'})")

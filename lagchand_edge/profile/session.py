@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters import TARGETS, get_target, target_for_file
+from converters import TARGETS, get_target, missing_extra, target_for_file
 from lagchand_edge.artifact import MANIFEST, find_artifacts, read_manifest
 from lagchand_edge.errors import UserError
 
@@ -66,7 +66,8 @@ def profile_artifact(path: Path, model: Path, manifest: dict, settings: Settings
     row = {"artifact": path.name, "path": str(path), "target": manifest.get("target"),
            "precision": manifest.get("precision"), "foreign": bool(manifest.get("foreign")), "sha256": manifest.get("sha256"),
            "source": manifest.get("source", {}), "label": HOST_LABEL}
-    skip = get_target(manifest["target"]).LATENCY_UNAVAILABLE if manifest.get("target") in TARGETS else None
+    target = get_target(manifest["target"]) if manifest.get("target") in TARGETS else None
+    skip = target and (target.LATENCY_UNAVAILABLE or missing_extra(target, target.RUN_PACKAGES))
     if skip:
         return row | {"status": "SKIPPED", "reason": skip}
     try:
