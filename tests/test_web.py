@@ -132,16 +132,24 @@ def _python_side(artifact: Path, image: np.ndarray, box) -> tuple[np.ndarray, np
     return crop, crop_to_image(joints_crop[0], square, 256)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_the_page_sees_and_draws_what_the_python_runner_does(precision, browser, fp32_artifacts, int8_artifacts, synth_root, tmp_path):
-    artifact = (fp32_artifacts if precision == "fp32" else int8_artifacts)["tflite"].path
+@pytest.mark.parametrize("form", ["fp32", "int8", "fp32-nhwc"])
+def test_the_page_sees_and_draws_what_the_python_runner_does(form, browser, request, synth_root, tmp_path):
+    if form == "fp32-nhwc":  # an app's camera-frame layout (`convert --input nhwc`): the page feeds HWC
+        from lagchand_edge.convert import build_artifacts
+
+        (built,) = build_artifacts("tflite", "fp32", tmp_path / "nhwc", request.getfixturevalue("tiny_checkpoint"), calib_data=synth_root,
+                                   calib_num=2, input_form="nhwc")
+        artifact = built.path
+    else:
+        artifact = request.getfixturevalue(f"{form}_artifacts")["tflite"].path
     box, image = _photo(synth_root)
     want_crop, want_joints = _python_side(artifact, image, box)
     with Running(_site(artifact)) as running:
         page = open_page(browser, running.url)
         assert page.evaluate("window.lagchand.status") == "ready", page.evaluate("window.lagchand.error")
         result = run_image(page, image, box)
-        crop = np.array(page.evaluate("Array.from(window.lagchand.lastInput)"), dtype=np.float32).reshape(want_crop.shape)
+        crop = np.array(page.evaluate("Array.from(window.lagchand.lastInput)"), dtype=np.float32)
+        crop = crop.reshape(1, 256, 256, 3).transpose(0, 3, 1, 2) if form.endswith("nhwc") else crop.reshape(want_crop.shape)
         page.screenshot(path=str(tmp_path / PAGE_SCREENSHOT))
         fps = page.text_content("#fps")
     assert np.abs(crop - want_crop).max() < 1e-6  # the same pixels: Pillow's bilinear crop, reproduced
