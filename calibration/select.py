@@ -24,8 +24,8 @@ from lagchand_edge.data.cache import is_cache, open_dataset
 from lagchand_edge.data.layout import find_annotation
 from lagchand_edge.data.transforms import crop_image, to_model_input
 from lagchand_edge.errors import UserError
+from lagchand_edge.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 HandFinder = Callable[[np.ndarray], "tuple[float, float, float] | None"]  # RGB photo -> square (x0, y0, side) around both hands
 
 

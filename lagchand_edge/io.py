@@ -13,6 +13,9 @@ from pathlib import Path
 
 from lagchand_edge.errors import UserError
 
+#: Picture files the toolkit reads as photos (the predict app's sources, calibration folders).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 
 @contextmanager
 def single_writer(target: Path) -> Iterator[None]:

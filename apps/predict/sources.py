@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from lagchand_edge.io import IMAGE_SUFFIXES
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif")
 MAX_PIXELS = 64_000_000  # refuse larger pictures (decompression bombs) instead of running out of memory
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS

@@ -102,8 +102,11 @@ def throughput_line(report: dict) -> str:
     return f"Throughput (samples/s per process): {rates}; reading is {100 * (timing['reading_share'] or 0):.0f}% of the wall time"
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    """A number at `digits` decimals ('-' for none); one that rounds to zero prints 0, never -0."""
+    if value is None:
+        return "-"
+    return f"{round(value, digits) + 0.0:{'+' if signed else ''}.{digits}f}"
 
 
 def summary_lines(report: dict) -> list[list[str]]:
@@ -247,13 +250,13 @@ def _artifact_section(run: DriftRun, entry: Entry, row: dict, index: int, out: P
     accuracy, drift, gate = row["accuracy"], row["drift"], row["gate"]
     snr = ", ".join(f"{name} {_fmt(value, 1) if value is not None else 'identical'}" for name, value in drift["snr_db"].items())
     vertex = drift["vertex_drift_mm"]
-    mpvpe = (f", MPVPE {accuracy['mpvpe']:.3f} mm (ΔMPVPE {row['delta_mpvpe_mm']:+.4f}, gate ±{gate['max_mpvpe_drift_mm']:g})"
+    mpvpe = (f", MPVPE {accuracy['mpvpe']:.3f} mm (ΔMPVPE {_fmt(row['delta_mpvpe_mm'], 4, signed=True)}, gate ±{gate['max_mpvpe_drift_mm']:g})"
              if "mpvpe" in accuracy else "")
     section["facts"] = [
         f"`{row['path']}`: {row['target']} {row['precision']}, run by {row['runtime']}, {row['size_bytes'] / 1e6:.2f} MB, "
         f"{row['ms_per_sample']:.1f} ms per sample here",
-        f"Accuracy vs ground truth: MPJPE {accuracy['mpjpe']:.3f} mm (ΔMPJPE {row['delta_mpjpe_mm']:+.4f}, gate ±{gate['max_mpjpe_drift_mm']:g})"
-        + mpvpe,
+        f"Accuracy vs ground truth: MPJPE {accuracy['mpjpe']:.3f} mm (ΔMPJPE {_fmt(row['delta_mpjpe_mm'], 4, signed=True)}, "
+        f"gate ±{gate['max_mpjpe_drift_mm']:g})" + mpvpe,
         f"Drift from FP32's outputs (per-sample mean vertex distance): mean {vertex['mean']:.4g}, p50 {vertex['p50']:.4g}, "
         f"p95 {vertex['p95']:.4g}, max {vertex['max']:.4g} mm" + (f" (gate on p95: {gate['max_p95_vertex_drift_mm']:g} mm)"
                                                                    if gate["max_p95_vertex_drift_mm"] is not None else ""),
