@@ -43,15 +43,20 @@ def missing_extra(target: ModuleType, packages: tuple[str, ...]) -> str | None:
     return f"the {target.NAME} target needs {', '.join(missing)} (not installed): pip install 'lagchand-edge[{target.EXTRA}]'"
 
 
+def _converter_missing(name: str) -> str | None:
+    target = get_target(name)
+    return missing_extra(target, target.CONVERT_PACKAGES)
+
+
 def convertible() -> list[str]:
     """Targets whose converter packages are installed here (every one with `pip install 'lagchand-edge[all]'`)."""
-    return [name for name in TARGETS if missing_extra(get_target(name), get_target(name).CONVERT_PACKAGES) is None]
+    return [name for name in TARGETS if _converter_missing(name) is None]
 
 
 def check_convertible(names: list[str]) -> None:
     """UserError naming the extra when a planned target's converter packages are absent (before any work)."""
     for name in names:
-        reason = missing_extra(get_target(name), get_target(name).CONVERT_PACKAGES)
+        reason = _converter_missing(name)
         if reason:
             raise UserError(f"cannot convert for {name}: {reason}")
 
