@@ -27,8 +27,9 @@ def photos(synth_root, tmp_path_factory):
     return folder, boxes
 
 
-def _expected_joints(artifact, image: np.ndarray, box) -> np.ndarray:
-    """What the pipeline should report, computed with the library alone: crop, run, project, map back."""
+def runner_crop_and_joints(artifact, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """What the pipeline should see and report, computed with the library alone: the crop (NCHW in
+    [0, 1]) and the frame joints (2, 21, 2): crop, run, project, map back."""
     from apps.predict.hands import square_crop
     from lagchand_edge.artifact import load_runner
     from lagchand_edge.data.transforms import crop_image, crop_to_image
@@ -36,7 +37,7 @@ def _expected_joints(artifact, image: np.ndarray, box) -> np.ndarray:
     square = square_crop(box)
     crop = np.asarray(crop_image(Image.fromarray(image), square, 256), dtype=np.float32).transpose(2, 0, 1)[None] / 255
     joints_crop, _ = load_runner(artifact)(crop).project(256)
-    return crop_to_image(joints_crop[0], square, 256)
+    return crop, crop_to_image(joints_crop[0], square, 256)
 
 
 @pytest.mark.parametrize("target", ["executorch", "tflite", "coreml"])
@@ -53,7 +54,7 @@ def test_predict_on_photos_with_a_box_file_matches_the_runner(target, fp32_artif
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     for record in records:
         image = np.asarray(Image.open(folder / record["name"]).convert("RGB"))
-        want = _expected_joints(fp32_artifacts[target].path, image, boxes[record["name"]])
+        _, want = runner_crop_and_joints(fp32_artifacts[target].path, image, boxes[record["name"]])
         got = np.array([record["left"]["joints_image"], record["right"]["joints_image"]])
         np.testing.assert_allclose(got, want, atol=0.02)  # JSON keeps 2 decimals
         assert len(record["right"]["vertices_image"]) == 780 and len(record["crop_square"]) == 3
@@ -73,7 +74,7 @@ def test_the_app_runs_without_torch(fp32_artifacts, photos, tmp_path):
     assert summary["frames"] == 1 and summary["failed"] == 0 and summary["fps"] > 0
     record = json.loads((tmp_path / "app/predictions.jsonl").read_text())
     image = np.asarray(Image.open(folder / name).convert("RGB"))
-    want = _expected_joints(fp32_artifacts["tflite"].path, image, box)
+    _, want = runner_crop_and_joints(fp32_artifacts["tflite"].path, image, box)
     np.testing.assert_allclose(np.array([record["left"]["joints_image"], record["right"]["joints_image"]]), want, atol=0.02)
 
 

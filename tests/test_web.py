@@ -22,6 +22,7 @@ from apps.web.browser import find_chromium, launch, open_page, page_joints, run_
 from apps.web.server import Site, make_server, vendor_installed
 from lagchand_edge.hand.joints import HAND_NAMES
 from tests.test_cli import assert_user_error, run_cli
+from tests.test_predict import runner_crop_and_joints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BROWSER = find_chromium()
@@ -120,18 +121,6 @@ def _photo(synth_root) -> tuple[list[float], np.ndarray]:
     return data["annotations"][1]["bbox"], image
 
 
-def _python_side(artifact: Path, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-    """The crop (NCHW in [0, 1]) and frame joints (2, 21, 2) that the Python runner gives for this image and box."""
-    from apps.predict.hands import square_crop
-    from lagchand_edge.artifact import load_runner
-    from lagchand_edge.data.transforms import crop_image, crop_to_image
-
-    square = square_crop(box)
-    crop = np.asarray(crop_image(Image.fromarray(image), square, 256), dtype=np.float32).transpose(2, 0, 1)[None] / 255
-    joints_crop, _ = load_runner(artifact)(crop).project(256)
-    return crop, crop_to_image(joints_crop[0], square, 256)
-
-
 @pytest.mark.parametrize("form", ["fp32", "int8", "fp32-nhwc"])
 def test_the_page_sees_and_draws_what_the_python_runner_does(form, browser, request, synth_root, tmp_path):
     if form == "fp32-nhwc":  # an app's camera-frame layout (`convert --input nhwc`): the page feeds HWC
@@ -143,7 +132,7 @@ def test_the_page_sees_and_draws_what_the_python_runner_does(form, browser, requ
     else:
         artifact = request.getfixturevalue(f"{form}_artifacts")["tflite"].path
     box, image = _photo(synth_root)
-    want_crop, want_joints = _python_side(artifact, image, box)
+    want_crop, want_joints = runner_crop_and_joints(artifact, image, box)
     with Running(_site(artifact)) as running:
         page = open_page(browser, running.url)
         assert page.evaluate("window.lagchand.status") == "ready", page.evaluate("window.lagchand.error")
