@@ -8,7 +8,6 @@
     QAT_UNAVAILABLE            # why it has no QAT path, or None (then qat_quantizer/qat_scheme/quantizable_graph exist)
     write_model(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
     open_runner(model_path) -> Runner                      # .run(list[np.ndarray]) -> list[np.ndarray]
-    unavailable_reason() -> str | None                     # why this machine cannot run it, if it cannot
 
 Adding a target is one new module and one line in `TARGETS`; nothing outside this package names one.
 """
@@ -64,7 +63,7 @@ def check_convertible(names: list[str]) -> None:
 def open_model(target: ModuleType, model_path, where) -> object:
     """`target`'s runner on `model_path`, or one UserError naming `where` (the artifact) when this
     machine cannot run the target or the model will not open (the toolkit and the predict app alike)."""
-    reason = missing_extra(target, target.RUN_PACKAGES) or target.unavailable_reason()
+    reason = missing_extra(target, target.RUN_PACKAGES)
     if reason:
         raise UserError(f"{where}: cannot run {target.NAME} here: {reason}")
     try:

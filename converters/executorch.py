@@ -200,10 +200,6 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     return {"delegation": summary, "quantizer": quantizer if recipe.quantized else None}
 
 
-def unavailable_reason() -> str | None:
-    return None
-
-
 class Runner:
     """The ExecuTorch runtime (portable + XNNPACK kernels) on one .pte."""
 

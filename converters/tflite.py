@@ -286,10 +286,6 @@ def _signature(path: Path) -> tuple[str, str]:
     return name, signatures[name]["inputs"][0]
 
 
-def unavailable_reason() -> str | None:
-    return None
-
-
 class Runner:
     """The LiteRT interpreter (XNNPACK by default). Float NCHW in, float out, whatever the model's
     I/O: int8 tensors are quantized and dequantized here, an NHWC input gets its images transposed."""

@@ -123,10 +123,6 @@ def _describe(mlmodel, metadata: dict) -> None:
         mlmodel.user_defined_metadata[key] = value if isinstance(value, str) else json.dumps(value)
 
 
-def unavailable_reason() -> str | None:
-    return None  # macOS: Core ML itself; elsewhere: the coreml-sim reference interpreter
-
-
 class Runner:
     """`MLModel.predict` on macOS; the coreml-sim MIL interpreter elsewhere (`RUNTIME` says which).
     Float NCHW images in [0, 1] in; an ImageType model (`convert --input image`) gets them as
