@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +34,29 @@ from lagchand_edge.hand.joints import HAND_NAMES
 from lagchand_edge.profile.anchors import cached_detector
 
 
+def _median_stage_times(once: Callable[[], tuple[dict, object]], frames: int, warmup: int) -> tuple[dict, object]:
+    """Each stage's median milliseconds over `frames` calls of `once` after `warmup` calls (the
+    same for the Python app and the page), and the last call's result."""
+    spent = {stage: [] for stage in STAGES}
+    for k in range(warmup + frames):
+        times, result = once()
+        if k >= warmup:
+            for stage in STAGES:
+                spent[stage].append(times[stage])
+    return {stage: float(np.median(ms)) for stage, ms in spent.items()}, result
+
+
 def python_side(artifact: Path, image: np.ndarray, box, frames: int, warmup: int, palm_model: Path | None) -> tuple[dict, np.ndarray]:
     model, manifest, faces = open_artifact(artifact)
     edges = None if faces is None else mesh_edges(faces[1])
     frame = Frame(0, "image", image)
     find = DetectorFinder(PalmDetector(palm_model), track=False) if palm_model else BoxFinder(box)
-    spent = {stage: [] for stage in STAGES}
-    for k in range(warmup + frames):
+
+    def once() -> tuple[dict, object]:
         hands, _, times = predict_frame(frame, model, find, manifest["inputs"][0]["shape"][2], edges)
-        if k >= warmup:
-            for stage in STAGES:
-                spent[stage].append(times[stage])
-    return {stage: float(np.median(ms)) for stage, ms in spent.items()}, hands.joints_image
+        return times, hands
+    medians, hands = _median_stage_times(once, frames, warmup)
+    return medians, hands.joints_image
 
 
 def page_side(artifact: Path, image: np.ndarray, box, frames: int, warmup: int, threads: int | None,
@@ -62,21 +74,20 @@ def page_side(artifact: Path, image: np.ndarray, box, frames: int, warmup: int, 
                 raise SourceError(f"the page failed: {page.evaluate('window.lagchand.error')}")
             if palm_model:
                 page.check("#detect")
-            spent = {stage: [] for stage in STAGES}
-            for k in range(warmup + frames):
+
+            def once() -> tuple[dict, dict]:
                 result = run_image(page, image, box)
                 if result is None:
                     raise SourceError("the palm detector finds no hands in this image; give --box instead")
-                if k >= warmup:
-                    for stage in STAGES:
-                        spent[stage].append(result["timings_ms"][stage])
+                return result["timings_ms"], result
+            medians, result = _median_stage_times(once, frames, warmup)
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
             browser.close()
     finally:
         server.shutdown()
         server.server_close()
-    return {stage: float(np.median(ms)) for stage, ms in spent.items()}, page_joints(result, HAND_NAMES), result["backend"]
+    return medians, page_joints(result, HAND_NAMES), result["backend"]
 
 
 def main(argv: list[str] | None = None) -> int:
