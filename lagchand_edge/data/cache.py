@@ -20,6 +20,7 @@ import torch
 
 from lagchand_edge.data.interhand import InterHandDataset, collate
 from lagchand_edge.data.layout import KINDS, find_annotation
+from lagchand_edge.data.records import UNREADABLE_AT_LOAD
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand import load_hands
 from lagchand_edge.io import atomic_dir
@@ -71,7 +72,7 @@ def write_cache(root: Path, split: str, out: Path, mano_dir: Path | None = None,
             for key in ARRAYS:
                 np.save(tmp / f"{key}.trimmed.npy", np.load(tmp / f"{key}.npy", mmap_mode="r")[: len(ids)])
                 (tmp / f"{key}.trimmed.npy").replace(tmp / f"{key}.npy")
-        skipped = dict(dataset.skipped) | ({"image unreadable": unreadable} if unreadable else {})
+        skipped = dict(dataset.skipped) | ({UNREADABLE_AT_LOAD: unreadable} if unreadable else {})
         card = {"format": CACHE_FORMAT, "source": str(Path(root).resolve()), "split": split, "samples": len(ids),
                 "source_sha256": source_fingerprint(dataset), "hand_model": dataset.hands["right"].name if dataset.has_mesh else None,
                 "image_size": dataset.image_size, "skipped": skipped, "sample_ids": ids}
