@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic set (made once per session) and the real 4-frame sample.
+"""Shared fixtures: small synthetic sets, the real 4-frame sample, the trained tiny checkpoint and its artifacts.
 
 The suite runs on pytest-xdist workers (`-n 2` in pyproject.toml): each worker computes with one
 thread so that two workers share two cores, and what is costly to build (the artifacts of the
