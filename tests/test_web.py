@@ -226,3 +226,21 @@ def test_the_page_finds_the_hands_as_the_python_detector_does(browser, fp32_arti
             found += 1
             np.testing.assert_allclose(got["crop_square"], want, atol=1e-3)  # the same letterbox, bit for bit: the same palms
     assert found >= 2
+
+
+def test_measure_times_the_page_and_the_python_app_on_one_frame(browser, fp32_artifacts, synth_root, tmp_path):
+    """`python -m apps.web.measure`: each side's median stage times over the timed frames, and the
+    joint difference between the page and the Python app on the same photo and box."""
+    box, image = _photo(synth_root)
+    photo = tmp_path / "photo.png"  # lossless: both sides read the same pixels
+    Image.fromarray(image).save(photo)
+    done = subprocess.run([sys.executable, "-m", "apps.web.measure", str(fp32_artifacts["tflite"].path), str(photo), "--box", ",".join(map(str, box)),
+                           "--frames", "2", "--warmup", "1", "--screenshot", str(tmp_path / "shot.png"), "--json"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["frames"] == 2 and set(result["page_ms"]) == set(result["python_ms"]) == {"find", "infer", "draw"}
+    assert result["page_ms"]["infer"] > 0 and result["python_ms"]["infer"] > 0
+    assert result["page_over_python_fps"] == pytest.approx(result["page_fps"] / result["python_fps"])
+    assert result["max_joint_diff_px"] <= JOINT_GOAL_PX and result["page_backend"].startswith("WASM")
+    assert (tmp_path / "shot.png").stat().st_size > 0
