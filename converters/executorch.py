@@ -109,8 +109,10 @@ def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphMo
     it has no layer norm, and the portable kernel split the graph into partitions with transposes
     and conversions at every seam. XNNPACK averages only over (H, W) of 4-D tensors, so a mean over
     the last dim is a linear layer with weights 1/C and one over (C, H, W) a 1x1 convolution with
-    weights 1/C, then a global average pool. Run after quantization: these ops stay fp32 (int8
-    variances round to 0)."""
+    weights 1/C, then a global average pool; a 3-D tensor normalised over all its axes (the
+    encoder's tokens at batch 1) takes that path as a 4-D view. (Averaging a (B, 1, P*N, d) view
+    over its last two axes instead measured 7% slower on the whole model.) Run after quantization:
+    these ops stay fp32 (int8 variances round to 0)."""
     aten, graph = torch.ops.aten, module.graph
 
     def call(op, *args):
@@ -130,12 +132,17 @@ def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphMo
         if node.target != aten.layer_norm.default:
             continue
         x, shape, weight, bias, eps = (list(node.args) + [None, None, 1e-5])[:5]
-        if len(shape) != 1 and not (len(shape) == 3 and len(node.meta["val"].shape) == 4):  # the output's shape: a PT2E dequantize has none
+        rank = len(node.meta["val"].shape)  # the output's shape: an input from a PT2E dequantize has none
+        if len(shape) != 1 and not (len(shape) == 3 and rank in (3, 4)):
             continue
         with graph.inserting_before(node):
+            if len(shape) == 3 and rank == 3:
+                x = call(aten.view.default, x, [1, *shape])
             centred = call(aten.sub.Tensor, x, mean(x, shape))
             variance = mean(call(aten.mul.Tensor, centred, centred), shape)
             out = call(aten.mul.Tensor, centred, call(aten.rsqrt.default, call(aten.add.Tensor, variance, eps)))
+            if len(shape) == 3 and rank == 3:
+                out = call(aten.view.default, out, list(shape))
             if weight is not None:
                 out = call(aten.mul.Tensor, out, weight)
             if bias is not None:

@@ -239,17 +239,19 @@ def test_executorch_layer_norm_rewrite_keeps_the_outputs_and_leaves_xnnpack_noth
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.model import DeployModel
 
-    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(4))
-    module = torch.export.export(DeployModel(load_checkpoint(tiny_checkpoint)).eval(), (image,)).module()
-    norms = sum(n.target == torch.ops.aten.layer_norm.default for n in module.graph.nodes)
-    before = module(image)
-    rewritten = _layer_norm_as_xnnpack_ops(module)
-    assert norms >= 10 and not [n for n in rewritten.graph.nodes if "layer_norm" in str(n.target)]
-    for expected, got in zip(before, rewritten(image), strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    for artifacts in (fp32_artifacts, int8_artifacts):  # both lowered without a portable layer norm
+    model = DeployModel(load_checkpoint(tiny_checkpoint)).eval()
+    for batch in (1, 2):  # the encoder's token norms: over a whole 3-D tensor at batch 1, over each sample's 3 axes beyond
+        image = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+        module = torch.export.export(model, (image,)).module()
+        norms = sum(n.target == torch.ops.aten.layer_norm.default for n in module.graph.nodes)
+        before = module(image)
+        rewritten = _layer_norm_as_xnnpack_ops(module)
+        assert norms >= 10 and not [n for n in rewritten.graph.nodes if "layer_norm" in str(n.target)]
+        for expected, got in zip(before, rewritten(image), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for artifacts in (fp32_artifacts, int8_artifacts):  # both lowered without a portable layer norm or broadcast copy
         portable = read_manifest(artifacts["executorch"].path)["recipe"]["delegation"]["portable_ops"]
-        assert not [op for op in portable if "layer_norm" in op]
+        assert not [op for op in portable if "layer_norm" in op or "expand" in op]
 
 
 def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):

@@ -12,25 +12,27 @@ from lagchand_edge.model.deploy import DeployGraphLevel, DeployMobileViTv3Block,
 @pytest.mark.parametrize("batch", [1, 3])
 def test_channel_last_tokens_are_the_patches_transposed(batch):
     x = torch.randn(batch, 5, 8, 6)
-    tokens = unfold_tokens(x)
-    torch.testing.assert_close(tokens, unfold_patches(x).permute(0, 2, 3, 1), atol=0, rtol=0)
+    tokens = unfold_tokens(x)  # (B * 4, N, C): each sample's four patch positions, then the next sample's
+    patches = unfold_patches(x).permute(0, 2, 3, 1)  # (B, 4, N, C)
+    torch.testing.assert_close(tokens, patches.reshape(batch * 4, 12, 5), atol=0, rtol=0)
     torch.testing.assert_close(fold_tokens(tokens, 8, 6), x, atol=0, rtol=0)
-    torch.testing.assert_close(fold_patches(tokens.permute(0, 3, 1, 2), 8, 6), x, atol=0, rtol=0)
+    torch.testing.assert_close(fold_patches(tokens.reshape(batch, 4, 12, 5).permute(0, 3, 1, 2), 8, 6), x, atol=0, rtol=0)
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("explicit", [False, True], ids=["layer-norm-op", "explicit-means"])
-def test_deployed_form_matches_the_training_model(explicit):
+def test_deployed_form_matches_the_training_model(explicit, batch):
     model = load_checkpoint()  # the bundled reference: trained weights, not a random init
     deployed = DeployModel(model)
     if explicit:
         explicit_norms(deployed)
     assert sum(isinstance(m, DeployMobileViTv3Block) for m in deployed.modules()) == 3
     assert sum(isinstance(m, DeployGraphLevel) for m in deployed.modules()) == 3
-    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want, got = DeployModel(model, deployed_form=False)(images), deployed(images)
     for name, a, b in zip(("vertices", "joints", "camera"), got, want, strict=True):

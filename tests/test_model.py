@@ -47,7 +47,7 @@ def test_patch_unfold_fold_round_trip():
 def test_reference_macs_match_the_paper():
     report = count_model(create_model("reference"))
     assert report["gmacs"] == pytest.approx(PAPER_GMACS, rel=0.04)  # 0.784 vs 0.81: the README explains the 3.2%
-    assert round(report["gmacs"], 3) == 0.784 and round(deployed_macs(create_model("reference")) / 1e9, 3) == 0.671  # README's figures
+    assert round(report["gmacs"], 3) == 0.784 and round(deployed_macs(create_model("reference")) / 1e9, 3) == 0.655  # README's figures
     names = [row["module"] for row in report["modules"]]
     assert names[:3] == ["Linear Attention Encoder", "Compact Single Hand Heatmap", "Linear Graph"]
     assert report["modules"][-1]["flops"] == 2 * report["modules"][-1]["macs"]

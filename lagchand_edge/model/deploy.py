@@ -4,15 +4,19 @@ Every converter exports this form (`DeployModel`). It is derived from a trained 
 re-packing its parameters, so checkpoints are unchanged and the mapping is tested
 (`tests/test_deploy.py`: same outputs within float rounding). What changes:
 
-- Encoder transformers run on channel-last tokens (B, P, N, d): their 1x1 convolutions become
+- Encoder transformers run on channel-last tokens (B*P, N, d): their 1x1 convolutions become
   linear layers over the last axis, which every runtime takes without layout transposes.
 - Layer norms are written as explicit means over the normalised axes (no flattening reshapes),
   and their affine is folded into the linear layers that follow them.
-- Separable attention: q, k and v are three linear layers (no channel slices), the softmax runs
-  over the last axis (one SOFTMAX op) and the context is one batched matmul.
+- Separable attention: the token scores are one batched matmul of the query weights with the
+  tokens, the softmax runs over the last axis (one SOFTMAX op), and the key projection acts on
+  one pooled token per patch position (the context), not on every token.
+- The graph decoder keeps each sample's two hands as consecutive rows of (B*2, n, c) tokens
+  (no reshapes between its parts); the image tokens come from the channel-last map by a reshape.
 - Graph attention: only the vertex tokens are projected to queries, the 1/sqrt(d) scale is in
-  the query weights, keys and values are their own linear layers.
-- The cross-hand injection (eqs. 9-10) is two multiplies and an add over the hand axis.
+  the query weights, keys and values are one linear layer and one head split.
+- The cross-hand injection (eqs. 9-10) is one batched matmul of a 2x2 mixing matrix with the
+  two hands.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 
 from lagchand_edge.model.blocks import MultiHeadAttention, PatchTransformer
 from lagchand_edge.model.encoder import MobileViTv3Block
-from lagchand_edge.model.graph import GraphLevelBlock, LinearGCN, VertexImageAttention
+from lagchand_edge.model.graph import GraphLevelBlock, LinearGCN, LinearGraph, VertexImageAttention
 
 EPS = 1e-5
 
@@ -34,19 +38,26 @@ class Normalise(nn.Module):
     By default one `layer_norm` op: CoreML has it, ExecuTorch's converter rewrites it into ops
     XNNPACK takes, and int8 quantizers leave it in float (int8 squares and variances ruin it).
     `explicit` writes it as means over the axes instead, which LiteRT lowers in 7 ops where its
-    `layer_norm` lowering flattens through reshapes (14); `centred` inputs skip the mean.
+    `layer_norm` lowering flattens through reshapes (14); `centred` inputs skip the mean. Over
+    the last axis alone (`channels` given) the variance plus eps is one fully connected layer
+    (weights 1/channels, bias eps): litert-torch lowers that mean-and-add through a reshape.
     """
 
-    def __init__(self, axes: int, centred: bool = False) -> None:
+    def __init__(self, axes: int, centred: bool = False, channels: int | None = None) -> None:
         super().__init__()
         self.axes, self.centred, self.explicit = axes, centred, False
+        if channels is not None:
+            self.register_buffer("average", torch.full((1, channels), 1.0 / channels), persistent=False)
+            self.register_buffer("eps", torch.tensor([EPS]), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.explicit:
             return F.layer_norm(x, x.shape[-self.axes :], eps=EPS)
         dims = tuple(range(-self.axes, 0))
         centred = x if self.centred else x - x.mean(dim=dims, keepdim=True)
-        return centred * torch.rsqrt((centred * centred).mean(dim=dims, keepdim=True) + EPS)
+        squares = centred * centred
+        variance = F.linear(squares, self.average, self.eps) if hasattr(self, "average") else squares.mean(dim=dims, keepdim=True) + EPS
+        return centred * torch.rsqrt(variance)
 
 
 def explicit_norms(model: nn.Module) -> nn.Module:
@@ -77,45 +88,59 @@ def _rows(module: nn.Module, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TokenTransformer(nn.Module):
-    """A linear-attention `PatchTransformer` on channel-last (B, P, N, d) tokens (same function)."""
+    """A linear-attention `PatchTransformer` on channel-last (B*P, N, d) tokens (same function).
 
-    def __init__(self, layer: PatchTransformer) -> None:
+    The token scores are one batched matmul of the query weights with the normalised tokens,
+    already in the (B*P, 1, N) shape the softmax over tokens needs; the query bias is dropped
+    (a softmax does not see a constant shift).
+    """
+
+    def __init__(self, layer: PatchTransformer, patch_pixels: int) -> None:
         super().__init__()
         d = layer.attn.dim
         g1, b1 = layer.norm1.weight, layer.norm1.bias
         qkv = layer.attn.qkv
-        self.q = _linear(*_rows(qkv, slice(0, 1)), g1, b1)
+        query = qkv.weight.detach()[0].reshape(1, 1, d) * g1.detach().reshape(1, 1, d)
+        self.query = nn.Parameter(query.repeat(patch_pixels, 1, 1))  # one copy per patch position: no broadcast to lower
         self.k = _linear(*_rows(qkv, slice(1, 1 + d)), g1, b1)
         self.v = _linear(*_rows(qkv, slice(1 + d, 1 + 2 * d)), g1, b1)
         self.proj = _linear(layer.attn.proj.weight, layer.attn.proj.bias)
         self.ffn1 = _linear(layer.ffn[0].weight, layer.ffn[0].bias, layer.norm2.weight, layer.norm2.bias)
         self.ffn2 = _linear(layer.ffn[2].weight, layer.ffn[2].bias)
-        self.norm1, self.norm2 = Normalise(3), Normalise(3)  # GroupNorm(1): over (P, N, d)
+        self.norm1, self.norm2 = Normalise(3), Normalise(3)  # GroupNorm(1): over each sample's (P, N, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, P, N, d)
-        n = self.norm1(x)
-        b, p, tokens, d = x.shape
-        scores = torch.softmax(self.q(n).reshape(b * p, 1, tokens), dim=-1)  # one score per token, softmax over tokens
-        context = torch.bmm(scores, self.k(n).reshape(b * p, tokens, d)).reshape(b, p, 1, d)  # sum_n softmax(q)_n k_n
+    def _normalise(self, norm: Normalise, x: torch.Tensor, batch: int) -> torch.Tensor:
+        if batch == 1:  # what is exported: the sample is the whole (P, N, d) tensor
+            return norm(x)
+        return norm(x.reshape(batch, -1, *x.shape[1:])).reshape(x.shape)
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:  # (B*P, N, d)
+        n = self._normalise(self.norm1, x, batch)
+        query = self.query if batch == 1 else self.query.repeat(batch, 1, 1)
+        scores = torch.softmax(torch.bmm(query, n.transpose(1, 2)), dim=-1)  # one score per token, softmax over tokens
+        # sum_n softmax(q)_n k(n_n) = k(sum_n softmax(q)_n n_n), the scores summing to 1: k projects
+        # one pooled token per patch position instead of every token
+        context = self.k(torch.bmm(scores, n))
         x = x + self.proj(torch.relu(self.v(n)) * context)
-        return x + self.ffn2(F.silu(self.ffn1(self.norm2(x))))
+        return x + self.ffn2(F.silu(self.ffn1(self._normalise(self.norm2, x, batch))))
 
 
 def unfold_tokens(x: torch.Tensor, patch: int = 2) -> torch.Tensor:
-    """(B, C, H, W) -> (B, patch*patch, N, C): `blocks.unfold_patches`, channel-last."""
+    """(B, C, H, W) -> (B*patch*patch, N, C): `blocks.unfold_patches`, channel-last, sample-major."""
     b, c, h, w = x.shape
     y = x.permute(0, 2, 3, 1).reshape(b * (h // patch), patch, w // patch, patch, c)
     y = y.permute(1, 3, 0, 2, 4)  # (patch, patch, B * h', w', C); rank <= 5 throughout (CoreML's limit)
     tokens = (h // patch) * (w // patch)
     if b == 1:  # what is exported: no batch axis to move
-        return y.reshape(1, patch * patch, tokens, c)
-    return y.reshape(patch * patch, b, tokens, c).transpose(0, 1)
+        return y.reshape(patch * patch, tokens, c)
+    return y.reshape(patch * patch, b, tokens, c).transpose(0, 1).reshape(b * patch * patch, tokens, c)
 
 
 def fold_tokens(x: torch.Tensor, h: int, w: int, patch: int = 2) -> torch.Tensor:
     """Inverse of `unfold_tokens`."""
-    b, _, _, c = x.shape
-    y = x.reshape(patch * patch, b, h // patch, w // patch, c) if b == 1 else x.transpose(0, 1)
+    c = x.shape[-1]
+    b = x.shape[0] // (patch * patch)
+    y = x.reshape(patch * patch, b, h // patch, w // patch, c) if b == 1 else x.reshape(b, patch * patch, -1, c).transpose(0, 1)
     y = y.reshape(patch, patch, b * (h // patch), w // patch, c).permute(2, 0, 3, 1, 4)
     return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
@@ -123,39 +148,45 @@ def fold_tokens(x: torch.Tensor, h: int, w: int, patch: int = 2) -> torch.Tensor
 class DeployMobileViTv3Block(nn.Module):
     """`MobileViTv3Block` with its transformers on channel-last tokens."""
 
-    def __init__(self, block: MobileViTv3Block) -> None:
+    def __init__(self, block: MobileViTv3Block, patch: int = 2) -> None:
         super().__init__()
         self.local, self.project, self.fuse = block.local, block.project, block.fuse
-        self.transformers = nn.Sequential(*[TokenTransformer(layer) for layer in block.transformers])
+        self.transformers = nn.ModuleList([TokenTransformer(layer, patch * patch) for layer in block.transformers])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = self.local(x)
         h, w = x.shape[-2:]
-        global_rep = fold_tokens(self.transformers(unfold_tokens(local)), h, w)
-        return self.fuse(torch.cat([local, self.project(global_rep)], dim=1)) + x
+        tokens = unfold_tokens(local)
+        for transformer in self.transformers:
+            tokens = transformer(tokens, x.shape[0])
+        return self.fuse(torch.cat([local, self.project(fold_tokens(tokens, h, w))], dim=1)) + x
 
 
 class DeployGCN(nn.Module):
-    """`LinearGCN` with the layer norm's centring folded into its linear layer (its outputs'
-    mean over channels is itself linear in the input, so centred weights give centred outputs)."""
+    """`LinearGCN` on (B*2, n, c) with the layer norm's centring folded into its linear layer (its
+    outputs' mean over channels is itself linear in the input, so centred weights give centred outputs)."""
 
     def __init__(self, gcn: LinearGCN) -> None:
         super().__init__()
         weight, bias = gcn.linear.weight.detach(), gcn.linear.bias.detach()
+        channels = weight.shape[0]
         self.linear = _linear(weight - weight.mean(0, keepdim=True), bias - bias.mean())
-        self.norm = Normalise(1, centred=True)
+        self.norm = Normalise(1, centred=True, channels=channels)
         self.weight = nn.Parameter(gcn.norm.weight.detach().clone())
         self.bias = nn.Parameter(gcn.norm.bias.detach().clone())
 
-    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:  # (B, 2, n, c)
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:  # (B*2, n, c)
+        # A_hat X stays a linear layer over the node axis (`LinearGCN`): as a batched matmul with the
+        # constant graph LiteRT saves its two transposes, but its fp16 and ExecuTorch's int8 then
+        # store the graph in fp32 (+0.45 / +0.7 MB), for no time measured (README, "Deployed form")
         centred = self.linear(F.linear(x.transpose(-1, -2), adjacency).transpose(-1, -2))
         return x + F.silu(self.norm(centred) * self.weight + self.bias)
 
 
 class DeployVertexImageAttention(nn.Module):
-    """`VertexImageAttention`: the norm's affine and the 1/sqrt(d) scale folded into q, k, v (three
-    linear layers, q for the vertex tokens only), heads as 4-D batched matmuls, the MLP's norm
-    affine folded into its first layer."""
+    """`VertexImageAttention`: the norm's affine and the 1/sqrt(d) scale folded into q and one kv
+    layer (q for the vertex tokens only), heads as batched matmuls, the MLP's norm affine folded
+    into its first layer."""
 
     def __init__(self, block: VertexImageAttention) -> None:
         super().__init__()
@@ -164,46 +195,92 @@ class DeployVertexImageAttention(nn.Module):
         self.heads, self.head_dim = attn.heads, attn.head_dim
         g, b = block.norm.weight, block.norm.bias
         self.q = _linear(*_rows(attn.qkv, slice(0, c)), g, b, factor=attn.head_dim**-0.5)
-        self.k = _linear(*_rows(attn.qkv, slice(c, 2 * c)), g, b)
-        self.v = _linear(*_rows(attn.qkv, slice(2 * c, 3 * c)), g, b)
+        self.kv = _linear(*_rows(attn.qkv, slice(c, 3 * c)), g, b)  # keys then values: one GEMM, one head split
         self.proj = _linear(attn.proj.weight, attn.proj.bias)
         norm, fc1, _, fc2 = block.mlp
         self.fc1 = _linear(fc1.weight, fc1.bias, norm.weight, norm.bias)
         self.fc2 = _linear(fc2.weight, fc2.bias)
-        self.norm1, self.norm2 = Normalise(1), Normalise(1)
+        self.norm1, self.norm2 = Normalise(1, channels=c), Normalise(1, channels=c)
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B * heads, T, head_dim)"""
+    def _heads(self, t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+        """(B, T, parts * C) -> `parts` tensors of (B * heads, T, head_dim)."""
         batch, tokens, _ = t.shape
-        return t.reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2).reshape(batch * self.heads, tokens, self.head_dim)
+        split = t.reshape(batch, tokens, parts * self.heads, self.head_dim).transpose(1, 2)
+        if parts == 1:  # no slice: a whole-tensor slice exports as an alias, which CoreML's converter refuses
+            return [split.reshape(batch * self.heads, tokens, self.head_dim)]
+        if batch == 1:  # what is exported: the parts are slices of one (parts * heads, T, head_dim) tensor
+            split = split.reshape(parts * self.heads, tokens, self.head_dim)
+            return [split[i * self.heads : (i + 1) * self.heads] for i in range(parts)]
+        return [split[:, i * self.heads : (i + 1) * self.heads].reshape(batch * self.heads, tokens, self.head_dim) for i in range(parts)]
 
     def forward(self, vertices: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # (B*2, n, c), (B*2, m, c)
         batch, n, c = vertices.shape
         tokens = self.norm1(torch.cat([vertices, image], dim=1))
-        q, k, v = self._heads(self.q(tokens[:, :n])), self._heads(self.k(tokens)), self._heads(self.v(tokens))
+        (q,), (k, v) = self._heads(self.q(tokens[:, :n]), 1), self._heads(self.kv(tokens), 2)
         attended = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
         out = vertices + self.proj(attended.reshape(batch, self.heads, n, self.head_dim).transpose(1, 2).reshape(batch, n, c))
         return out + self.fc2(F.silu(self.fc1(self.norm2(out))))
 
 
 class DeployGraphLevel(nn.Module):
-    """`GraphLevelBlock` with the cross-hand injection (eqs. 9-10) as two scaled copies: each hand's
-    own features and the other hand's (the hand axis swapped), weighted per hand."""
+    """`GraphLevelBlock` on (B*2, n, c), the cross-hand injection (eqs. 9-10) as one batched matmul
+    of the 2x2 hand-mixing matrix with each sample's two hands."""
 
     def __init__(self, block: GraphLevelBlock) -> None:
         super().__init__()
         self.gcn = nn.ModuleList([DeployGCN(gcn) for gcn in block.gcn])
         self.attention = DeployVertexImageAttention(block.attention)
         alpha, beta = float(block.alpha.detach()), float(block.beta.detach())
-        self.register_buffer("own", torch.tensor([beta, alpha]).reshape(2, 1, 1))  # hand axis: left, right
-        self.register_buffer("other", torch.tensor([1 - beta, 1 - alpha]).reshape(2, 1, 1))
+        self.register_buffer("mix", torch.tensor([[[beta, 1 - beta], [1 - alpha, alpha]]]))  # rows: new left, new right
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        batch, _, n, c = x.shape
         for gcn in self.gcn:
             x = gcn(x, adjacency)
-        h = self.attention(x.reshape(batch * 2, n, c), image).reshape(batch, 2, n, c)
-        return h * self.own + torch.cat([h[:, 1:], h[:, :1]], dim=1) * self.other
+        h = self.attention(x, image)
+        pairs, n, c = h.shape[0] // 2, h.shape[1], h.shape[2]
+        mix = self.mix if pairs == 1 else self.mix.expand(pairs, 2, 2)
+        return torch.bmm(mix, h.reshape(pairs, 2, n * c)).reshape(pairs * 2, n, c)
+
+
+class DeployLinearGraph(nn.Module):
+    """`LinearGraph` with both hands of a sample as consecutive rows of (B*2, n, c) tokens from the
+    start, the image tokens taken from the channel-last map without transposes, its levels deployed.
+    Parameters and module names are the training module's (int8 plans address them)."""
+
+    def __init__(self, graph: LinearGraph) -> None:
+        super().__init__()
+        self.grid = graph.grid
+        for name, buffer in graph.named_buffers(recurse=False):
+            self.register_buffer(name, buffer, persistent=False)
+        self.to_mesh, self.init, self.widen, self.head = graph.to_mesh, graph.init, graph.widen, graph.head
+        self.vertex_embed, self.image_embed = graph.vertex_embed, graph.image_embed
+        self.blocks = nn.ModuleList([DeployGraphLevel(block) for block in graph.blocks])
+
+    def _image_tokens(self, bound: torch.Tensor, t: int) -> torch.Tensor:
+        """G_t pooled to a grid x grid map, as (B*2, grid^2, c) tokens, each sample's for both its hands."""
+        factor = bound.shape[-1] // self.grid
+        pooled = F.avg_pool2d(bound, factor) if factor > 1 else bound
+        batch, c = pooled.shape[:2]
+        tokens = pooled.permute(0, 2, 3, 1).reshape(batch, self.grid * self.grid, c) + self.image_embed[t]
+        if batch == 1:
+            return torch.cat([tokens, tokens], dim=0)
+        return torch.cat([tokens, tokens], dim=1).reshape(batch * 2, self.grid * self.grid, c)
+
+    @staticmethod
+    def _per_hand(table: torch.Tensor, batch: int) -> torch.Tensor:
+        """A (2, n, c) per-hand table for (B*2, n, c) rows."""
+        return table if batch == 1 else table.repeat(batch, 1, 1)
+
+    def forward(self, hand_features: torch.Tensor, bound: list[torch.Tensor]) -> torch.Tensor:
+        batch = hand_features.shape[0]
+        x = self.init(hand_features).reshape(batch * 2, 1, -1) + self._per_hand(self.vertex_embed[0], batch)
+        for t, block in enumerate(self.blocks):
+            x = block(x, getattr(self, f"adjacency{t}"), self._image_tokens(bound[t], t))
+            if t + 1 < len(self.blocks):
+                rows, n, c = x.shape  # binary-tree upsampling (`LinearGraph._children`)
+                children = torch.cat([x, x], dim=-1).reshape(rows, 2 * n, c)
+                x = self.widen[t](children) + self._per_hand(self.vertex_embed[t + 1], batch)
+        return self.to_mesh(self.head(x).reshape(batch, 2, -1, 3))
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
@@ -220,8 +297,5 @@ def deploy_form(model: nn.Module) -> nn.Module:
         nn.Sequential(*[DeployMobileViTv3Block(m) if linear and isinstance(m, MobileViTv3Block) else m for m in layer])
         for layer in model.encoder.layers
     ])
-    graph = copy.copy(model.graph)
-    graph._modules = dict(model.graph._modules)
-    graph.blocks = nn.ModuleList([DeployGraphLevel(block) for block in model.graph.blocks])
-    deployed.encoder, deployed.graph = encoder, graph
+    deployed.encoder, deployed.graph = encoder, DeployLinearGraph(model.graph)
     return deployed
