@@ -280,7 +280,9 @@ class DeployLinearGraph(nn.Module):
                 rows, n, c = x.shape  # binary-tree upsampling (`LinearGraph._children`)
                 children = torch.cat([x, x], dim=-1).reshape(rows, 2 * n, c)
                 x = self.widen[t](children) + self._per_hand(self.vertex_embed[t + 1], batch)
-        return self.to_mesh(self.head(x).reshape(batch, 2, -1, 3))
+        # hands back on their own axis before the head: a reshape after it would share the head's int8
+        # output spec, which PT2E cannot resolve when the head alone stays float (`--keep-float`)
+        return self.to_mesh(self.head(x.reshape(batch, 2, -1, x.shape[-1])))
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
