@@ -135,13 +135,14 @@ def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphMo
         rank = len(node.meta["val"].shape)  # the output's shape: an input from a PT2E dequantize has none
         if len(shape) != 1 and not (len(shape) == 3 and rank in (3, 4)):
             continue
+        whole_tensor = len(shape) == 3 and rank == 3
         with graph.inserting_before(node):
-            if len(shape) == 3 and rank == 3:
+            if whole_tensor:
                 x = call(aten.view.default, x, [1, *shape])
             centred = call(aten.sub.Tensor, x, mean(x, shape))
             variance = mean(call(aten.mul.Tensor, centred, centred), shape)
             out = call(aten.mul.Tensor, centred, call(aten.rsqrt.default, call(aten.add.Tensor, variance, eps)))
-            if len(shape) == 3 and rank == 3:
+            if whole_tensor:
                 out = call(aten.view.default, out, list(shape))
             if weight is not None:
                 out = call(aten.mul.Tensor, out, weight)

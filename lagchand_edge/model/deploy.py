@@ -208,9 +208,6 @@ class DeployVertexImageAttention(nn.Module):
         split = t.reshape(batch, tokens, parts * self.heads, self.head_dim).transpose(1, 2)
         if parts == 1:  # no slice: a whole-tensor slice exports as an alias, which CoreML's converter refuses
             return [split.reshape(batch * self.heads, tokens, self.head_dim)]
-        if batch == 1:  # what is exported: the parts are slices of one (parts * heads, T, head_dim) tensor
-            split = split.reshape(parts * self.heads, tokens, self.head_dim)
-            return [split[i * self.heads : (i + 1) * self.heads] for i in range(parts)]
         return [split[:, i * self.heads : (i + 1) * self.heads].reshape(batch * self.heads, tokens, self.head_dim) for i in range(parts)]
 
     def forward(self, vertices: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # (B*2, n, c), (B*2, m, c)
