@@ -6,8 +6,11 @@ their statistics frozen, and the int8 convolution is then the one trained), prep
 `prepare_qat_pt2e` with the target's quantizer over the int8 plan (all-W8A8 by default). It learns
 by distillation from the FP32 checkpoint it started from: L1 of vertices and joints (mm) and of
 the camera. No labels are needed, so any InterHand2.6M-format root or cache serves, and the
-student is pulled towards the function the drift gate compares it with. Fake-quant observers are
-frozen after `freeze_observers` of the steps: scales stop moving and the weights settle on them.
+student is pulled towards the function the drift gate compares it with. Training starts where the
+target's PTQ stands: the activations' int8 ranges are those its PTQ calibration picks (XNNPACK's
+histogram observer) on `calib_num` images of the data, and stay fixed; the weights' per-channel
+observers follow the weights until `freeze_observers` of the steps, then the weights settle on
+their scales.
 
 A QAT checkpoint is the prepared graph's state (weights and fake-quant scales) in safetensors
 beside a JSON sidecar that names the target, the plan and the source checkpoint (its sha256 is
@@ -29,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
+from calibration.select import select_calibration
 from converters import TARGETS, check_convertible, get_target
 from converters.recipe import ConversionError
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint, sidecar_path
@@ -36,6 +40,7 @@ from lagchand_edge.data.cache import open_dataset
 from lagchand_edge.data.interhand import collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.errors import UserError
+from lagchand_edge.hand.joints import MIDDLE_MCP, WRIST
 from lagchand_edge.io import atomic_write_bytes, check_writable, file_sha256
 from lagchand_edge.model import DeployModel, LAGCHand
 from lagchand_edge.train.loop import load_optimizer, optimizer_path, save_optimizer
@@ -44,6 +49,8 @@ from lagchand_edge.train.targets import lr_at
 FORMAT = "lagchand-edge-qat/1"
 #: the camera's scale is ~2 and its offsets ~0.1 (normalised): weighted to count like millimetres
 CAMERA_WEIGHT = 100.0
+#: the unaligned outputs' share of the distillation loss, beside the gate's aligned ones
+RAW_WEIGHT = 0.5
 
 
 def qat_targets() -> list[str]:
@@ -68,7 +75,8 @@ class QATOptions:
     epochs: int = 1
     batch_size: int = 8
     lr: float = 2e-5
-    freeze_observers: float = 0.5  # fraction of the steps after which scales stop moving
+    freeze_observers: float = 0.5  # fraction of the steps after which the weights' scales stop moving
+    calib_num: int = 32  # images whose PTQ calibration gives the activations' ranges (as `convert --calib-num`)
     plan: Int8Plan = field(default_factory=Int8Plan)  # all-W8A8
     seed: int = 0
     limit: int | None = None
@@ -90,22 +98,76 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def student_graph(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
-    """The target's quantizable graph of `model`, prepared for QAT by `plan`. Its batch is
-    dynamic, so the graph trained on batches is the one converted at batch 1: fake quantizers
-    are named by graph position, and a graph traced at another batch numbers them differently."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
+def _quantizable(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
+    """The target's quantizable graph of `model`'s deployed form (batch norms folded). Its batch is
+    dynamic, so the graph trained on batches is the one converted at batch 1: fake quantizers are
+    named by graph position, and a graph traced at another batch numbers them differently."""
     check_target(target)
-    module = get_target(target)
     deploy = fold_batch_norms(DeployModel(model, int8_embeddings=True).eval())
     try:
         check_module_names(deploy, plan)
     except ConversionError as exc:
         raise UserError(f"int8 plan: {exc}") from None
     example = torch.zeros(2, 3, model.cfg.image_size, model.cfg.image_size)
-    graph = module.quantizable_graph(deploy, example, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
-    return prepare_qat_pt2e(graph, module.qat_quantizer(plan))
+    return get_target(target).quantizable_graph(deploy, example, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+
+
+def student_graph(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
+    """The target's quantizable graph of `model`, prepared for QAT by `plan`."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    return prepare_qat_pt2e(_quantizable(model, target, plan), get_target(target).qat_quantizer(plan))
+
+
+def _activation_quantizers(graph: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
+    """A prepared graph's activation observers (or fake quantizers) by the node each one watches."""
+    found: dict[str, torch.nn.Module] = {}
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and "activation_post_process" in node.target and node.args[0].op != "get_attr":
+            seen = sum(key.split("#")[0] == node.args[0].name for key in found)
+            found[f"{node.args[0].name}#{seen}"] = getattr(graph, node.target)
+    return found
+
+
+def _set_range(fake_quant: torch.nn.Module, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+    """Give a fake quantizer an affine int8 grid (scale, zero point) through its observer's range,
+    so that training and `convert_pt2e` (which asks the observer) use the same grid; it stops observing."""
+    observer = fake_quant.activation_post_process
+    observer.min_val.copy_(((observer.quant_min - zero_point) * scale).reshape(observer.min_val.shape))
+    observer.max_val.copy_(((observer.quant_max - zero_point) * scale).reshape(observer.max_val.shape))
+    scale, zero_point = observer.calculate_qparams()
+    fake_quant.scale.copy_(scale.reshape(fake_quant.scale.shape))
+    fake_quant.zero_point.copy_(zero_point.reshape(fake_quant.zero_point.shape).to(fake_quant.zero_point.dtype))
+    fake_quant.disable_observer()
+
+
+def seed_activation_ranges(student: torch.fx.GraphModule, model: LAGCHand, target: str, plan: Int8Plan,
+                           images: torch.Tensor) -> int:
+    """Start QAT where the target's PTQ stands: calibrate its PTQ quantizer on `images` (one at a
+    time, as `convert` does) over the same graph and give every activation fake quantizer of the
+    student the grid its PTQ observer chose (a target whose PTQ observers are its QAT fake
+    quantizers calibrates the student itself); those stop observing. QAT's own moving-average
+    min-max, started from a few batches, clips the rare large activations that XNNPACK's PTQ
+    histogram keeps (on the reference model 40 mm of vertex error from FP32 against PTQ's 11).
+    Returns how many were seeded."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    quantizer = get_target(target).ptq_quantizer(plan)
+    calibrated = student if quantizer is None else prepare_pt2e(_quantizable(model, target, plan), quantizer)
+    with torch.no_grad():
+        for image in images:
+            calibrated(image[None])
+    ptq, qat = _activation_quantizers(calibrated), _activation_quantizers(student)
+    if ptq.keys() != qat.keys():
+        raise ConversionError(f"the {target} PTQ and QAT quantizers annotate different activations "
+                              f"({len(ptq.keys() ^ qat.keys())} differ, e.g. {sorted(ptq.keys() ^ qat.keys())[:3]})")
+    with torch.no_grad():
+        for key, observer in ptq.items():
+            if calibrated is student:
+                observer.disable_observer()
+            else:
+                _set_range(qat[key], *observer.calculate_qparams())
+    return len(ptq)
 
 
 def load_state(student: torch.fx.GraphModule, path: Path, image_size: int) -> None:
@@ -124,11 +186,25 @@ def load_state(student: torch.fx.GraphModule, path: Path, image_size: int) -> No
         raise UserError(f"{path}: does not fit the graph of its source checkpoint ({' '.join(str(exc).split())[:300]})") from None
 
 
+def _as_scored(vertices: torch.Tensor, joints: torch.Tensor, bone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per hand, what MPJPE/MPVPE score (`lagchand_edge.metrics`): relative to the middle MCP and
+    rescaled so that the wrist-MCP bone has the reference's length `bone`."""
+    root = joints[..., MIDDLE_MCP : MIDDLE_MCP + 1, :]
+    scale = bone / (joints[..., MIDDLE_MCP, :] - joints[..., WRIST, :]).norm(dim=-1).clamp_min(1e-6)
+    return (vertices - root) * scale[..., None, None], (joints - root) * scale[..., None, None]
+
+
 def distillation_loss(student: tuple, teacher: tuple) -> torch.Tensor:
-    """L1 to the FP32 outputs: vertices and joints in mm, the camera weighted alike."""
+    """L1 to the FP32 outputs (mm): vertices and joints as the drift gate scores them (root-aligned,
+    rescaled by the wrist-MCP bone, where an int8 error in those two joints scales the whole hand),
+    plus the raw outputs at half weight (apps read them unaligned) and the camera weighted alike."""
     vertices, joints, camera = student
-    return (1000 * ((vertices - teacher[0]).abs().mean() + (joints - teacher[1]).abs().mean())
-            + CAMERA_WEIGHT * (camera - teacher[2]).abs().mean())
+    bone = (teacher[1][..., MIDDLE_MCP, :] - teacher[1][..., WRIST, :]).norm(dim=-1)
+    scored = _as_scored(vertices, joints, bone)
+    reference = _as_scored(teacher[0], teacher[1], bone)
+    aligned = sum((a - b).abs().mean() for a, b in zip(scored, reference, strict=True))
+    raw = (vertices - teacher[0]).abs().mean() + (joints - teacher[1]).abs().mean()
+    return 1000 * (aligned + RAW_WEIGHT * raw) + CAMERA_WEIGHT * (camera - teacher[2]).abs().mean()
 
 
 def save_qat(student: torch.fx.GraphModule, path: Path, info: dict) -> None:
@@ -221,6 +297,11 @@ def train_qat(opts: QATOptions, on_step: Callable[[int, int, dict], None] | None
     if done:
         load_state(student, opts.out, model.cfg.image_size)
         start_epoch, history = int(done["epoch"]), done["history"]
+        info["activation_ranges"] = done["activation_ranges"]
+    else:
+        calibration = select_calibration(opts.data, opts.calib_num, opts.seed, opts.split, opts.mano_dir)
+        seeded = seed_activation_ranges(student, model, opts.target, opts.plan, calibration.images)
+        info["activation_ranges"] = {"from": "PTQ calibration", "activations": seeded, **calibration.manifest()}
     teacher = DeployModel(model, deployed_form=False).eval()
     student = move_exported_model_to_train(student)
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=opts.lr)

@@ -58,12 +58,18 @@ def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, plan: Int8
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    static = XNNPACKQuantizer().set_global(quantization_config(observer))
-    parts = [ScopedQuantizer(static, exclude=plan.not_static, only=plan.static)]
+    parts = [ptq_quantizer(plan, observer)]
     if plan.float_activations:
         dynamic = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
         parts.append(ScopedQuantizer(dynamic, exclude=plan.keep_float, only=plan.float_activations))
     return calibrate(module, combine(parts), calibration)
+
+
+def ptq_quantizer(plan: Int8Plan, observer: str = "histogram"):
+    """XNNPACKQuantizer's static W8A8 inside the plan's static modules (QAT starts from its calibration)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    return ScopedQuantizer(XNNPACKQuantizer().set_global(quantization_config(observer)), exclude=plan.not_static, only=plan.static)
 
 
 def qat_quantizer(plan: Int8Plan):
@@ -75,7 +81,8 @@ def qat_quantizer(plan: Int8Plan):
 
 
 def qat_scheme() -> str:
-    return "XNNPACKQuantizer (is_qat): per-channel symmetric int8 weights, static per-tensor int8 activations (moving-average min-max)"
+    return ("XNNPACKQuantizer (is_qat): per-channel symmetric int8 weights (moving-average min-max), static per-tensor int8 "
+            "activations, their ranges from the PTQ histogram calibration")
 
 
 def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:

@@ -54,6 +54,41 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     assert 0 < qat_error < 0.9 * ptq_error, (qat_error, ptq_error)
 
 
+@pytest.mark.parametrize("target", ["executorch", pytest.param("coreml", marks=pytest.mark.slow)])  # CoreMLQuantizer annotates in ~2 min
+def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_train_root, synth_root):
+    """Every activation fake quantizer takes the grid PTQ's calibration chose, and stops observing;
+    on ExecuTorch the untrained student then computes what the PTQ artifact's graph computes."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from calibration.plans import Int8Plan
+    from calibration.qat import _activation_quantizers, seed_activation_ranges, student_graph
+    from converters import executorch
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model import DeployModel
+
+    model, plan, calibration = load_checkpoint(tiny_checkpoint), Int8Plan(), _images(synth_train_root, "train")[:8]
+    student = student_graph(model, target, plan)
+    seeded = seed_activation_ranges(student, model, target, plan, calibration)
+    quantizers = _activation_quantizers(student).values()
+    assert seeded == len(quantizers) > 20 and not any(bool(q.observer_enabled) for q in quantizers)
+    for q in quantizers:  # the grid trained with is the one `convert_pt2e` will ask the observer for
+        scale, zero_point = q.calculate_qparams()
+        assert torch.allclose(scale, q.scale, rtol=1e-6) and torch.equal(zero_point.to(q.zero_point.dtype), q.zero_point)
+        assert torch.isfinite(scale).all() and (scale > 0).all()  # every one saw the calibration images
+    if target != "executorch":
+        return
+    test = _images(synth_root, "test")
+    with torch.no_grad():
+        student(test[:4])  # the weights' observers see their weights once
+        qat = convert_pt2e(move_exported_model_to_eval(student))(test)[0]
+        deploy = DeployModel(model, int8_embeddings=True).eval()
+        ptq = executorch.quantize_pt2e(executorch.quantizable_graph(deploy, test[:2], DYNAMIC_BATCH), calibration, plan)(test)[0]
+        reference = DeployModel(model, deployed_form=False)(test)[0]
+    # the same int8 grids; fake quantization and the converted graph round a few values a grid step apart
+    assert float((qat - ptq).abs().mean()) < 0.25 * float((ptq - reference).abs().mean())
+
+
 def test_qat_checkpoint_round_trips_with_its_lineage(executorch_qat, tiny_checkpoint):
     from safetensors.torch import load_file
 
@@ -67,6 +102,7 @@ def test_qat_checkpoint_round_trips_with_its_lineage(executorch_qat, tiny_checkp
     assert info["target"] == "executorch" and "XNNPACKQuantizer" in info["scheme"] and info["plan"]["static_w8a8"] == ["model"]
     assert info["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
     assert [h["observers_frozen"] for h in info["history"]] == [False, True, True]
+    assert info["activation_ranges"]["from"] == "PTQ calibration" and info["activation_ranges"]["count"] == 16
 
 
 def test_qat_resume_continues_and_refuses_another_run(executorch_qat, tiny_checkpoint, synth_train_root, tmp_path):
@@ -119,3 +155,23 @@ def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, 
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--checkpoint", str(tiny_checkpoint)), "drop --checkpoint")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--precision", "fp16"), "builds int8 artifacts")
     assert_user_error(run_cli("convert", "--qat", str(tiny_checkpoint)), "not a QAT checkpoint")
+
+
+def test_distillation_scores_the_hands_as_the_drift_gate_does():
+    """A hand scaled about its root and moved is the same hand to MPJPE: only the raw term sees it;
+    a bent finger is seen by both."""
+    from calibration.qat import RAW_WEIGHT, distillation_loss
+    from lagchand_edge.hand.joints import MIDDLE_MCP
+
+    generator = torch.Generator().manual_seed(0)
+    joints, vertices, camera = (torch.randn(2, 2, n, 3, generator=generator) * 0.05 for n in (21, 50, 1))
+    camera = camera[:, :, 0]
+    teacher = (vertices, joints, camera)
+    assert float(distillation_loss(teacher, teacher)) == 0.0
+    root = joints[..., MIDDLE_MCP : MIDDLE_MCP + 1, :]
+    moved = tuple((x - root) * 1.1 + root + 0.01 for x in (vertices, joints)) + (camera,)
+    raw = sum(float((a - b).abs().mean()) for a, b in zip(moved[:2], teacher[:2], strict=True))
+    assert float(distillation_loss(moved, teacher)) == pytest.approx(1000 * RAW_WEIGHT * raw, rel=1e-4)
+    bent = joints.clone()
+    bent[..., 3, :] += 0.01  # a fingertip, not the wrist or the middle MCP
+    assert float(distillation_loss((vertices, bent, camera), teacher)) > 1000 * (1 + RAW_WEIGHT) * 0.01 / 21 * 0.99

@@ -51,9 +51,15 @@ def qat_quantizer(plan: Int8Plan):
     return _quantizer(plan)
 
 
+def ptq_quantizer(plan: Int8Plan) -> None:
+    """None: QAT's fake quantizers are the PTQ's own observers (one quantizer serves both), so a
+    QAT student starts from PTQ by calibrating itself."""
+    return None
+
+
 def qat_scheme() -> str:
     return ("CoreMLQuantizer (executorch.backends.apple.coreml): per-channel symmetric int8 weights, static per-tensor uint8 "
-            "activations (moving-average min-max fake quantization)")
+            "activations (moving-average min-max fake quantization, their ranges from the PTQ calibration)")
 
 
 def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:

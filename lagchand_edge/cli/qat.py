@@ -21,7 +21,8 @@ def qat(
     epochs: int = typer.Option(1, min=1, help="Passes over the data."),
     batch_size: int = typer.Option(8, min=1, help="Samples per step."),
     lr: float = typer.Option(2e-5, min=0.0, help="Adam learning rate (peak of a cosine schedule)."),
-    freeze_observers: float = typer.Option(0.5, help="Fraction of the steps after which activation scales stop moving."),
+    freeze_observers: float = typer.Option(0.5, help="Fraction of the steps after which the weights' int8 scales stop moving."),
+    calib_num: int = typer.Option(32, min=1, help="Images of DATA whose PTQ calibration sets the activations' int8 ranges."),
     static: str = typer.Option(None, help="int8 plan: modules quantized W8A8 (default: all, 'model')."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float."),
@@ -40,7 +41,8 @@ def qat(
     plan = Int8Plan(module_names(static, default.static), module_names(float_activations, default.float_activations),
                     module_names(keep_float, default.keep_float))
     options = QATOptions(target=target, data=data, out=out, checkpoint=checkpoint, split=split, epochs=epochs, batch_size=batch_size,
-                         lr=lr, freeze_observers=freeze_observers, plan=plan, seed=seed, limit=renamed(num, limit, "--num", "--limit"),
+                         lr=lr, freeze_observers=freeze_observers, calib_num=calib_num, plan=plan, seed=seed,
+                         limit=renamed(num, limit, "--num", "--limit"),
                          resume=resume, mano_dir=mano_dir)
     started = time.perf_counter()
     with progress_bar(f"QAT ({target})", None) as advance:
