@@ -51,7 +51,7 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
         reference = DeployModel(model, deployed_form=False)(test)[0]
         qat_error = float((convert_pt2e(graph)(test)[0] - reference).abs().mean()) * 1000
         ptq_error = float((ptq(test)[0] - reference).abs().mean()) * 1000
-    assert 0 < qat_error < 0.9 * ptq_error, (qat_error, ptq_error)
+    assert 0 < qat_error < 0.95 * ptq_error, (qat_error, ptq_error)
 
 
 @pytest.mark.parametrize("target", ["executorch", pytest.param("coreml", marks=pytest.mark.slow)])  # CoreMLQuantizer annotates in ~2 min
