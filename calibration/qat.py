@@ -4,9 +4,10 @@ The student is the deployed graph exactly as the target quantizes it (its `quant
 with batch norms folded into their convolutions first (fine-tuning from a converged model keeps
 their statistics frozen, and the int8 convolution is then the one trained), prepared by
 `prepare_qat_pt2e` with the target's quantizer over the int8 plan (all-W8A8 by default). It learns
-by distillation from the FP32 checkpoint it started from: L1 of vertices and joints (mm) and of
-the camera. No labels are needed, so any InterHand2.6M-format root or cache serves, and the
-student is pulled towards the function the drift gate compares it with. Training starts where the
+by distillation from the FP32 checkpoint it started from: L1 (mm) of vertices and joints in the
+frame the drift gate scores them in, of the raw outputs, and of the camera. No labels are
+needed, so any InterHand2.6M-format root or cache serves, and the student is pulled towards the
+function the drift gate compares it with. Training starts where the
 target's PTQ stands: the activations' int8 ranges are those its PTQ calibration picks (XNNPACK's
 histogram observer) on `calib_num` images of the data, and stay fixed; the weights' per-channel
 observers follow the weights until `freeze_observers` of the steps, then the weights settle on
