@@ -24,6 +24,16 @@ def _images(root: Path, split: str) -> torch.Tensor:
     return to_model_input(collate([dataset[i] for i in range(len(dataset))])["image"])
 
 
+def _ptq_all_w8a8(model, calibration: torch.Tensor) -> torch.nn.Module:
+    """ExecuTorch's PTQ graph of `model` at the all-W8A8 plan QAT trains, calibrated on `calibration`, at any batch."""
+    from calibration.plans import Int8Plan
+    from converters import executorch
+    from lagchand_edge.model import DeployModel
+
+    deploy = DeployModel(model, int8_embeddings=True).eval()
+    return executorch.quantize_pt2e(executorch.quantizable_graph(deploy, calibration[:2], DYNAMIC_BATCH), calibration, Int8Plan())
+
+
 @pytest.fixture(scope="module")
 def executorch_qat(tiny_checkpoint, synth_train_root, tmp_path_factory) -> Path:
     """Three epochs of ExecuTorch QAT on the 16 training images (observers frozen after half)."""
@@ -38,15 +48,12 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     """Held-out images; PTQ calibrated on the images QAT trained on, with the toolkit's default observer."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from calibration.plans import Int8Plan
     from calibration.qat import load_qat
-    from converters import executorch
     from lagchand_edge.model import DeployModel
 
     graph, model, _ = load_qat(executorch_qat)
     test = _images(synth_root, "test")
-    deploy = DeployModel(model, int8_embeddings=True).eval()
-    ptq = executorch.quantize_pt2e(executorch.quantizable_graph(deploy, test[:2], DYNAMIC_BATCH), _images(synth_train_root, "train"), Int8Plan())
+    ptq = _ptq_all_w8a8(model, _images(synth_train_root, "train"))
     with torch.no_grad():
         reference = DeployModel(model, deployed_form=False)(test)[0]
         qat_error = float((convert_pt2e(graph)(test)[0] - reference).abs().mean()) * 1000
@@ -63,7 +70,6 @@ def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_
 
     from calibration.plans import Int8Plan
     from calibration.qat import _activation_quantizers, seed_activation_ranges, student_graph
-    from converters import executorch
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.model import DeployModel
 
@@ -82,8 +88,7 @@ def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_
     with torch.no_grad():
         student(test[:4])  # the weights' observers see their weights once
         qat = convert_pt2e(move_exported_model_to_eval(student))(test)[0]
-        deploy = DeployModel(model, int8_embeddings=True).eval()
-        ptq = executorch.quantize_pt2e(executorch.quantizable_graph(deploy, test[:2], DYNAMIC_BATCH), calibration, plan)(test)[0]
+        ptq = _ptq_all_w8a8(model, calibration)(test)[0]
         reference = DeployModel(model, deployed_form=False)(test)[0]
     # the same int8 grids; fake quantization and the converted graph round a few values a grid step apart
     assert float((qat - ptq).abs().mean()) < 0.25 * float((ptq - reference).abs().mean())
