@@ -29,6 +29,12 @@ PAGE_FILES = ("index.html", "app.js", "hands.js", "palm.js", "style.css")
 VENDOR = {"core": WEB / "node_modules/@litertjs/core", "wasm-utils": WEB / "node_modules/@litertjs/wasm-utils"}
 ARTIFACT_FILES = ("manifest.json", "hand_faces.npy", "MODEL_CARD.md")
 MISSING_VENDOR = "the page's LiteRT.js is not installed: run `make web` (npm ci in apps/web, from the npm registry)"
+MODEL_SUFFIX = ".tflite"  # LiteRT.js runs LiteRT flatbuffers only
+
+
+def page_runs(manifest: dict) -> bool:
+    """Whether the page can run the model of the artifact this manifest describes."""
+    return manifest["file"].endswith(MODEL_SUFFIX)
 
 
 def vendor_installed() -> bool:

@@ -18,12 +18,12 @@ def serve(
                                 "(opt-in, Apache-2.0; `lagchand-edge anchors fetch` downloads it once)."),
 ) -> None:
     """Serve the page that runs ARTIFACT in the browser (LiteRT.js, WASM or WebGPU) on a photo, a video or the webcam."""
-    from apps.web.server import MISSING_VENDOR, Site, make_server, vendor_installed
+    from apps.web.server import MISSING_VENDOR, Site, make_server, page_runs, vendor_installed
     from lagchand_edge.artifact import read_manifest
     from lagchand_edge.errors import UserError
 
     manifest = read_manifest(artifact)
-    if manifest["target"] != "tflite":
+    if not page_runs(manifest):
         raise UserError(f"{artifact}: a {manifest['target']!r} artifact; the page runs LiteRT artifacts (convert with --target tflite)")
     if not vendor_installed():
         raise UserError(MISSING_VENDOR)
