@@ -8,7 +8,7 @@
     QAT_UNAVAILABLE            # why it has no QAT path, or None (then qat_quantizer/qat_scheme/quantizable_graph exist, and
                                # ptq_quantizer: the PTQ whose calibration QAT starts from; None: QAT's own observers are PTQ's)
     write_model(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
-    open_runner(model_path) -> Runner                      # .run(list[np.ndarray]) -> list[np.ndarray]
+    open_runner(model_path, threads) -> Runner             # .run(list[np.ndarray]) -> list[np.ndarray]; threads None: the runtime's choice
 
 Adding a target is one new module and one line in `TARGETS`; nothing outside this package names one.
 """
@@ -61,14 +61,15 @@ def check_convertible(names: list[str]) -> None:
             raise UserError(f"cannot convert for {name}: {reason}")
 
 
-def open_model(target: ModuleType, model_path, where) -> object:
-    """`target`'s runner on `model_path`, or one UserError naming `where` (the artifact) when this
-    machine cannot run the target or the model will not open (the toolkit and the predict app alike)."""
+def open_model(target: ModuleType, model_path, where, threads: int | None = None) -> object:
+    """`target`'s runner on `model_path` (on `threads` CPU threads; None: the runtime's choice), or
+    one UserError naming `where` (the artifact) when this machine cannot run the target or the
+    model will not open (the toolkit and the predict app alike)."""
     reason = missing_extra(target, target.RUN_PACKAGES)
     if reason:
         raise UserError(f"{where}: cannot run {target.NAME} here: {reason}")
     try:
-        return target.open_runner(model_path)
+        return target.open_runner(model_path, threads)
     except (ConversionError, RuntimeError, ValueError) as exc:
         raise UserError(f"{model_path}: cannot open ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 

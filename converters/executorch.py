@@ -216,10 +216,16 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
 
 
 class Runner:
-    """The ExecuTorch runtime (portable + XNNPACK kernels) on one .pte."""
+    """The ExecuTorch runtime (portable + XNNPACK kernels) on one .pte. Its thread pool is the
+    process's: `threads` resizes it for every program."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         from executorch.runtime import Runtime
+
+        if threads is not None:
+            import executorch.extension.pybindings.portable_lib as portable
+
+            portable._unsafe_reset_threadpool(threads)
 
         self.program = Runtime.get().load_program(str(path))
         self.method = self.program.load_method("forward")
@@ -231,5 +237,5 @@ class Runner:
         return [o.numpy() for o in outputs]
 
 
-def open_runner(path: Path) -> Runner:
-    return Runner(path)
+def open_runner(path: Path, threads: int | None = None) -> Runner:
+    return Runner(path, threads)

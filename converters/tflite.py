@@ -319,5 +319,5 @@ class Runner:
         return results
 
 
-def open_runner(path: Path) -> Runner:
-    return Runner(path)
+def open_runner(path: Path, threads: int | None = None) -> Runner:
+    return Runner(path, threads)

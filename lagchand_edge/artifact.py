@@ -177,8 +177,9 @@ def find_artifacts(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def load_runner(path: str | Path) -> ArtifactRunner:
-    """Open an artifact folder (with manifest) or a foreign .pte/.tflite file (raw use only)."""
+def load_runner(path: str | Path, threads: int | None = None) -> ArtifactRunner:
+    """Open an artifact folder (with manifest) or a foreign .pte/.tflite file (raw use only), on
+    `threads` CPU threads (None: the runtime's choice)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: not found")
@@ -192,4 +193,4 @@ def load_runner(path: str | Path) -> ArtifactRunner:
             raise UserError(f"{path}: not a model this toolkit runs (expected an artifact folder, .pte or .tflite)")
         target, model_path = get_target(name), path
         manifest = {"target": name, "precision": "unknown", "file": path.name, "foreign": True}
-    return ArtifactRunner(manifest, open_model(target, model_path, path))
+    return ArtifactRunner(manifest, open_model(target, model_path, path, threads))

@@ -47,10 +47,11 @@ def test_predict_on_photos_with_a_box_file_matches_the_runner(target, fp32_artif
     box_file.write_text(json.dumps(boxes))
     out = tmp_path / "out"
     result = run_cli("predict", str(folder), "--artifact", str(fp32_artifacts[target].path), "--boxes", str(box_file), "--out", str(out),
-                     "--sheet", str(tmp_path / "sheet.png"), "--json")
+                     "--sheet", str(tmp_path / "sheet.png"), "--threads", "1", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["frames"] == 3 and summary["failed"] == 0 and set(summary["ms_per_frame"]) == {"find", "infer", "draw"}
+    assert summary["threads"] == 1  # one thread computes what the runtime's default threads compute (below)
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     for record in records:
         image = np.asarray(Image.open(folder / record["name"]).convert("RGB"))
@@ -67,7 +68,7 @@ def test_the_app_runs_without_torch(fp32_artifacts, photos, tmp_path):
     name, box = next(iter(boxes.items()))
     code = ("import sys; sys.modules['torch'] = None; from apps.predict.__main__ import main; "
             f"sys.exit(main([{str(folder / name)!r}, '--artifact', {str(fp32_artifacts['tflite'].path)!r}, "
-            f"'--box', '{','.join(map(str, box))}', '--out', {str(tmp_path / 'app')!r}]))")
+            f"'--box', '{','.join(map(str, box))}', '--out', {str(tmp_path / 'app')!r}, '--threads', '2']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -124,7 +125,8 @@ def test_bad_input_is_one_line_and_the_other_frames_carry_on(fp32_artifacts, pho
     assert_user_error(run_cli("predict", "7", "--artifact", artifact, "--out", str(tmp_path / "o3")), "camera 7")
     assert_user_error(run_cli("predict", str(folder), "--box", "1,2,3", "--artifact", artifact, "--out", str(tmp_path / "o4")), "x,y,w,h")
     assert_user_error(run_cli("predict", str(tmp_path / "nowhere.jpg"), "--out", str(tmp_path / "o5")), "not found")
-    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))  # nothing written for a refused command
+    assert_user_error(run_cli("predict", str(folder), "--threads", "0", "--artifact", artifact, "--out", str(tmp_path / "o6")), "--threads")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 7))  # nothing written for a refused command
 
 
 def test_palm_detector_decoding_anchors_nms_and_hand_box():

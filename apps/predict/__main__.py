@@ -25,15 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for annotated pictures / video and predictions.jsonl")
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG: inputs and predictions side by side")
     parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model and the detector (default: the runtime's choice)")
     args = parser.parse_args(argv)
     try:
-        model, manifest, faces = open_artifact(args.artifact)
+        if args.threads is not None and args.threads < 1:
+            raise SourceError(f"--threads must be >= 1, not {args.threads}")
+        model, manifest, faces = open_artifact(args.artifact, args.threads)
         find = BoxFinder.from_file(args.boxes) if args.boxes else BoxFinder(parse_box(args.box) if args.box else None)
         source = open_source(args.source, args.max_frames)
         if args.detector is not None:
             from apps.predict.detector import DetectorFinder, PalmDetector
 
-            find = DetectorFinder(PalmDetector(args.detector), track=source.kind in ("video", "camera"))
+            find = DetectorFinder(PalmDetector(args.detector, args.threads), track=source.kind in ("video", "camera"))
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
         edges = None if faces is None else mesh_edges(faces[0])

@@ -17,8 +17,9 @@ from lagchand_edge.io import file_sha256
 Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (1, 3, S, S) in [0, 1] -> vertices, joints, camera
 
 
-def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
-    """The model as a callable, its manifest, and the hands' mesh faces (2, F, 3) when the artifact carries them."""
+def open_artifact(folder: Path, threads: int | None = None) -> tuple[Model, dict, np.ndarray | None]:
+    """The model (on `threads` CPU threads; None: the runtime's choice) as a callable, its manifest,
+    and the hands' mesh faces (2, F, 3) when the artifact carries them."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -36,7 +37,7 @@ def open_artifact(folder: Path) -> tuple[Model, dict, np.ndarray | None]:
     except UserError as exc:
         raise SourceError(f"{folder}: {exc}") from None
     try:
-        runner = open_model(target, file, folder)
+        runner = open_model(target, file, folder, threads)
     except UserError as exc:
         raise SourceError(str(exc)) from None
     faces = folder / "hand_faces.npy"  # written by lagchand-edge convert

@@ -178,5 +178,11 @@ def _has_image_input(package: Path) -> bool:
     return any(i.type.WhichOneof("Type") == "imageType" for i in spec.description.input)
 
 
-def open_runner(path: Path) -> Runner:
-    return Runner(path)
+def open_runner(path: Path, threads: int | None = None) -> Runner:
+    """Core ML picks its own compute units and threads; coreml-sim computes in torch, on `threads`."""
+    runner = Runner(path)
+    if threads is not None and runner.simulate:
+        import torch
+
+        torch.set_num_threads(threads)
+    return runner

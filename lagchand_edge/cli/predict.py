@@ -21,6 +21,8 @@ def predict(
     sheet: Path = typer.Option(None, help="Also write a contact sheet (PNG): each input beside its prediction."),
     max_frames: int = typer.Option(None, min=1, help="Stop after this many frames (videos, cameras)."),
     wireframe: bool = typer.Option(True, "--wireframe/--skeleton-only", help="Draw the mesh wireframe, or the skeletons alone."),
+    threads: int = typer.Option(None, min=1, help="CPU threads for the model and the palm detector (default: the runtime's own choice; "
+                                "the detector 2)."),
     force: bool = typer.Option(False, help="Replace OUT if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (frames, failed, fps, ms per frame by stage)."),
 ) -> None:
@@ -41,12 +43,12 @@ def predict(
     try:
         find = BoxFinder.from_file(boxes) if boxes else BoxFinder(parse_box(box) if box else None)
         src = open_source(source, max_frames)  # a bad source is said before a runtime starts and prints its own lines
-        model, faces, size = _model(artifact, checkpoint)
+        model, faces, size = _model(artifact, checkpoint, threads)
         if detect:
             from apps.predict.detector import DetectorFinder, PalmDetector
             from lagchand_edge.profile.anchors import cached_detector
 
-            find = DetectorFinder(PalmDetector(cached_detector(), threads=2), track=src.kind in ("video", "camera"))
+            find = DetectorFinder(PalmDetector(cached_detector(), threads=threads or 2), track=src.kind in ("video", "camera"))
     except SourceError as exc:
         raise UserError(str(exc)) from None
     edges = mesh_edges(faces[1]) if wireframe and faces is not None else None
@@ -58,7 +60,7 @@ def predict(
 
         summary = run(src, model, find, Outputs(tmp, sheet, src.fps), edges, size, on_frame)
     if as_json:
-        emit_json(summary | {"out": str(out)})
+        emit_json(summary | {"out": str(out), "threads": threads})
     else:
         ms = summary["ms_per_frame"]
         parts = ", ".join(f"{stage} {ms[stage]:.1f}" for stage in ms if ms[stage] is not None)
@@ -71,7 +73,7 @@ def predict(
         raise typer.Exit(1)
 
 
-def _model(artifact: Path | None, checkpoint: Path | None):
+def _model(artifact: Path | None, checkpoint: Path | None, threads: int | None):
     """(images -> vertices, joints, camera), the meshes' faces (2, F, 3) or None, the input size."""
     if artifact is not None:
         import numpy as np
@@ -79,14 +81,18 @@ def _model(artifact: Path | None, checkpoint: Path | None):
         from lagchand_edge.artifact import load_runner
         from lagchand_edge.convert import HAND_FACES
 
-        runner = load_runner(artifact)
+        runner = load_runner(artifact, threads)
         if runner.manifest.get("foreign"):
             from lagchand_edge.errors import UserError
 
             raise UserError(f"{artifact}: predict needs a lagchand-edge artifact folder (with manifest.json)")
         faces = np.load(artifact / HAND_FACES) if (artifact / HAND_FACES).is_file() else None
         return (lambda images: tuple(runner.raw([images])[:3])), faces, runner.manifest["inputs"][0]["shape"][2]  # NCHW and NHWC alike
+    import torch
+
     from lagchand_edge.checkpoint import checkpoint_predictor
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     call, model = checkpoint_predictor(checkpoint)
     return call, model.faces.numpy(), model.cfg.image_size
