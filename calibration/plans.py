@@ -24,6 +24,11 @@ class Int8Plan:
     def names(self) -> tuple[str, ...]:
         return self.static + self.not_static
 
+    def describe(self) -> str:
+        """One line for a console: each scheme and its modules."""
+        parts = (("W8A8", self.static), ("float activations", self.float_activations), ("float", self.keep_float))
+        return "; ".join(f"{label} {', '.join(names)}" for label, names in parts if names) or "every module float"
+
     def to_dict(self) -> dict:
         return {"static_w8a8": list(self.static), "float_activations": list(self.float_activations), "keep_float": list(self.keep_float)}
 

@@ -36,6 +36,7 @@ class ConvertResult:
     size_bytes: int
     parity_max_vertex_mm: float | None
     parity_note: str
+    int8_plan: dict | None = None  # as the manifest records it
 
 
 def synthetic_calibration(count: int) -> CalibrationSet:
@@ -117,7 +118,7 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
             raise UserError(f"{target} {precision}: the converted artifact fails in its runtime: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:300]}") from None
         (tmp / MODEL_CARD).write_text(artifact_card(manifest, diff, note))
-    return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note)
+    return ConvertResult(target, precision, out, manifest["size_bytes"], diff, note, manifest["recipe"]["int8_plan"])
 
 
 def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path | None = None, config: str | None = None,

@@ -189,11 +189,28 @@ def test_convert_cli_parses_the_int8_plan_and_reports_json(tiny_checkpoint, synt
     (result,) = json.loads(done.stdout)
     assert result["target"] == "tflite" and result["precision"] == "int8" and result["parity_max_vertex_mm"] < 5
     manifest = json.loads((tmp_path / "tflite-int8" / "manifest.json").read_text())
-    assert manifest["recipe"]["int8_plan"] == {"static_w8a8": ["model.encoder"], "float_activations": [], "keep_float": []}
+    assert manifest["recipe"]["int8_plan"] == result["int8_plan"] == {"static_w8a8": ["model.encoder"], "float_activations": [], "keep_float": []}
     assert manifest["calibration"]["count"] == 4
     again = run_cli("convert", "--target", "tflite", "--precision", "int8", "--checkpoint", str(tiny_checkpoint), "--calib-data", str(synth_root),
                     "--out", str(tmp_path))
     assert_user_error(again, "already exists")
+
+
+def test_the_artifacts_table_shows_each_int8_plan(tmp_path):
+    """`--static model` alone keeps the default plan's float-activation modules: the console says which plan ran."""
+    from rich.console import Console
+
+    from calibration.plans import DEFAULT_INT8_PLAN
+    from lagchand_edge.cli.convert import artifacts_table
+    from lagchand_edge.convert import ConvertResult
+
+    results = [ConvertResult("executorch", "int8", tmp_path / "executorch-int8", 10**6, 0.5, "4 images", DEFAULT_INT8_PLAN.to_dict()),
+               ConvertResult("tflite", "fp32", tmp_path / "tflite-fp32", 10**6, 0.0, "4 images")]
+    console = Console(record=True, width=200)
+    console.print(artifacts_table(results, "artifacts"))
+    text = console.export_text()
+    assert "int8 plan of executorch-int8: W8A8 model.encoder, model.compact, model.camera_head; float activations model.graph" in text
+    assert "tflite-fp32:" not in text
 
 
 @pytest.mark.slow

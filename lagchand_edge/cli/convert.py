@@ -63,8 +63,12 @@ def convert(
 
 
 def artifacts_table(results, title: str) -> Table:
-    """One row per converted artifact: where, how big, how far from FP32."""
-    table = Table(title=title)
+    """One row per converted artifact: where, how big, how far from FP32; below, each int8 plan
+    (the modules the options left out keep the default plan's schemes, which is easy to forget)."""
+    from calibration.plans import Int8Plan
+
+    plans = [f"int8 plan of {r.path.name}: {Int8Plan.from_dict(r.int8_plan).describe()}" for r in results if r.int8_plan]
+    table = Table(title=title, caption="\n".join(plans) or None, caption_justify="left")
     for column in ("artifact", "size", "max vertex diff vs FP32", "parity check"):
         table.add_column(column)
     for r in results:

@@ -54,5 +54,5 @@ def qat(
 
         info = train_qat(options, on_step)
     last = info["history"][-1]
-    stdout.print(f"wrote {out} ({target}, epoch {info['epoch']}, distillation L1 {last['distillation_l1']:.3f}); "
+    stdout.print(f"wrote {out} ({target}, epoch {info['epoch']}, distillation L1 {last['distillation_l1']:.3f}; int8 plan: {plan.describe()}); "
                  f"next: lagchand-edge convert --qat {out}")
