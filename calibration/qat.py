@@ -1,8 +1,9 @@
 """Quantization-aware training (PT2E): fine-tune a target's int8 graph under its own fake quantization.
 
-The student is the deployed graph exactly as the target quantizes it (its `quantizable_graph`),
-with batch norms folded into their convolutions first (fine-tuning from a converged model keeps
-their statistics frozen, and the int8 convolution is then the one trained), prepared by
+The student is the deployed graph exactly as the target quantizes it (its `quantizable_graph` at
+batch 1; a batch runs one image at a time), with batch norms folded into their convolutions
+first (fine-tuning from a converged model keeps their statistics frozen, and the int8
+convolution is then the one trained), prepared by
 `prepare_qat_pt2e` with the target's quantizer over the int8 plan (all-W8A8 by default). It learns
 by distillation from the FP32 checkpoint it started from: L1 (mm) of vertices and joints in the
 frame the drift gate scores them in, of the raw outputs, and of the camera. No labels are
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from lagchand_edge.model import DeployModel, LAGCHand
 from lagchand_edge.train.loop import load_optimizer, optimizer_path, save_optimizer
 from lagchand_edge.train.targets import lr_at
 
-FORMAT = "lagchand-edge-qat/1"
+FORMAT = "lagchand-edge-qat/2"  # /1 trained a batch-generic graph that no longer loads
 #: the camera's scale is ~2 and its offsets ~0.1 (normalised): weighted to count like millimetres
 CAMERA_WEIGHT = 100.0
 #: the unaligned outputs' share of the distillation loss, beside the gate's aligned ones
@@ -100,17 +101,23 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _quantizable(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
-    """The target's quantizable graph of `model`'s deployed form (batch norms folded). Its batch is
-    dynamic, so the graph trained on batches is the one converted at batch 1: fake quantizers are
-    named by graph position, and a graph traced at another batch numbers them differently."""
+    """The target's quantizable graph of `model`'s deployed form (batch norms folded), traced at
+    batch 1 as `convert` traces it, so that QAT trains the graph that is deployed: the deployed
+    form is written for batch 1, and a batch-generic trace carried 93 more ops (33 more
+    quantize/dequantize pairs, repeats, transposes) into the QAT artifact. The student
+    therefore runs one image at a time (`per_image`)."""
     check_target(target)
     deploy = fold_batch_norms(DeployModel(model, int8_embeddings=True).eval())
     try:
         check_module_names(deploy, plan)
     except ConversionError as exc:
         raise UserError(f"int8 plan: {exc}") from None
-    example = torch.zeros(2, 3, model.cfg.image_size, model.cfg.image_size)
-    return get_target(target).quantizable_graph(deploy, example, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    return get_target(target).quantizable_graph(deploy, torch.zeros(1, 3, model.cfg.image_size, model.cfg.image_size))
+
+
+def per_image(graph: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A batch-1 graph's outputs for a batch of `images`, one image at a time, stacked."""
+    return tuple(torch.cat(parts) for parts in zip(*(graph(image[None]) for image in images), strict=True))
 
 
 def student_graph(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
@@ -123,10 +130,12 @@ def student_graph(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.Grap
 def _activation_quantizers(graph: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
     """A prepared graph's activation observers (or fake quantizers) by the node each one watches."""
     found: dict[str, torch.nn.Module] = {}
+    seen: Counter[str] = Counter()  # a node watched more than once (by each of its consumers' quantizers)
     for node in graph.graph.nodes:
         if node.op == "call_module" and "activation_post_process" in node.target and node.args[0].op != "get_attr":
-            seen = sum(key.split("#")[0] == node.args[0].name for key in found)
-            found[f"{node.args[0].name}#{seen}"] = getattr(graph, node.target)
+            watched = node.args[0].name
+            found[f"{watched}#{seen[watched]}"] = getattr(graph, node.target)
+            seen[watched] += 1
     return found
 
 
@@ -231,6 +240,8 @@ def read_qat_info(path: Path) -> dict:
         ok = info.get("format") == FORMAT and {"target", "plan", "source"} <= info.keys()
     except (ValueError, AttributeError):
         ok = False
+    if not ok and str(info.get("format", "")).startswith("lagchand-edge-qat/"):
+        raise UserError(f"{side}: a QAT checkpoint of another release ({info['format']}; this one reads {FORMAT}): run `lagchand-edge qat` again")
     if not ok:
         raise UserError(f"{side}: not a QAT checkpoint sidecar (written by `lagchand-edge qat`)")
     if info.get("sha256") != file_sha256(path):
@@ -328,7 +339,7 @@ def train_qat(opts: QATOptions, on_step: Callable[[int, int, dict], None] | None
             images = to_model_input(batch["image"])
             with torch.no_grad():
                 reference = teacher(images)
-            loss = distillation_loss(student(images), reference)
+            loss = distillation_loss(per_image(student, images), reference)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -85,9 +85,9 @@ def qat_scheme() -> str:
             "activations, their ranges from the PTQ histogram calibration")
 
 
-def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:
+def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """The graph PT2E quantizes: derived constants as parameters, nearest upsampling as copies."""
-    exported = torch.export.export(_constants_as_parameters(model), (example,), dynamic_shapes=dynamic_shapes)
+    exported = torch.export.export(_constants_as_parameters(model), (example,))
     return _nearest_upsampling_as_copies(exported.module())
 
 
@@ -100,7 +100,7 @@ def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.Grap
         if node.target != aten.upsample_nearest2d.vec or node.args[1] is not None or list(node.args[2]) != [2.0, 2.0]:
             continue
         x = node.args[0]
-        _, c, h, w = x.meta["val"].shape  # the batch may be symbolic (QAT trains any batch)
+        _, c, h, w = x.meta["val"].shape
         with graph.inserting_before(node):
             wide = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([x, x], -1)), [-1, c, h, 2 * w]))
             tall = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([wide, wide], 3)), [-1, c, 2 * h, 2 * w]))

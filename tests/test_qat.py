@@ -3,6 +3,7 @@ and guards its lineage, and `convert --qat` builds the artifact of the target it
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,6 @@ import torch
 
 from lagchand_edge.errors import UserError
 from tests.test_cli import assert_user_error, run_cli
-
-DYNAMIC_BATCH = ({0: torch.export.Dim("batch", min=1, max=1024)},)
 
 
 def _images(root: Path, split: str) -> torch.Tensor:
@@ -25,13 +24,17 @@ def _images(root: Path, split: str) -> torch.Tensor:
 
 
 def _ptq_all_w8a8(model, calibration: torch.Tensor) -> torch.nn.Module:
-    """ExecuTorch's PTQ graph of `model` at the all-W8A8 plan QAT trains, calibrated on `calibration`, at any batch."""
+    """ExecuTorch's PTQ graph of `model` at the all-W8A8 plan QAT trains (batch 1), calibrated on `calibration`."""
     from calibration.plans import Int8Plan
     from converters import executorch
     from lagchand_edge.model import DeployModel
 
     deploy = DeployModel(model, int8_embeddings=True).eval()
-    return executorch.quantize_pt2e(executorch.quantizable_graph(deploy, calibration[:2], DYNAMIC_BATCH), calibration, Int8Plan())
+    return executorch.quantize_pt2e(executorch.quantizable_graph(deploy, calibration[:1]), calibration, Int8Plan())
+
+
+def _ops(graph: torch.fx.GraphModule) -> Counter:
+    return Counter(str(node.target) for node in graph.graph.nodes if node.op == "call_function")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     """Held-out images; PTQ calibrated on the images QAT trained on, with the toolkit's default observer."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from calibration.qat import load_qat
+    from calibration.qat import load_qat, per_image
     from lagchand_edge.model import DeployModel
 
     graph, model, _ = load_qat(executorch_qat)
@@ -56,8 +59,8 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     ptq = _ptq_all_w8a8(model, _images(synth_train_root, "train"))
     with torch.no_grad():
         reference = DeployModel(model, deployed_form=False)(test)[0]
-        qat_error = float((convert_pt2e(graph)(test)[0] - reference).abs().mean()) * 1000
-        ptq_error = float((ptq(test)[0] - reference).abs().mean()) * 1000
+        qat_error = float((per_image(convert_pt2e(graph), test)[0] - reference).abs().mean()) * 1000
+        ptq_error = float((per_image(ptq, test)[0] - reference).abs().mean()) * 1000
     assert 0 < qat_error < 0.95 * ptq_error, (qat_error, ptq_error)
 
 
@@ -69,7 +72,7 @@ def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from calibration.plans import Int8Plan
-    from calibration.qat import _activation_quantizers, seed_activation_ranges, student_graph
+    from calibration.qat import _activation_quantizers, per_image, seed_activation_ranges, student_graph
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.model import DeployModel
 
@@ -86,10 +89,11 @@ def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_
         return
     test = _images(synth_root, "test")
     with torch.no_grad():
-        student(test[:4])  # the weights' observers see their weights once
-        qat = convert_pt2e(move_exported_model_to_eval(student))(test)[0]
-        ptq = _ptq_all_w8a8(model, calibration)(test)[0]
+        student(test[:1])  # the weights' observers see their weights once
+        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_all_w8a8(model, calibration)
+        qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
         reference = DeployModel(model, deployed_form=False)(test)[0]
+    assert _ops(qat_graph) == _ops(ptq_graph)  # QAT trained the graph PTQ deploys: same ops, same quantization points
     # the same int8 grids; fake quantization and the converted graph round a few values a grid step apart
     assert float((qat - ptq).abs().mean()) < 0.25 * float((ptq - reference).abs().mean())
 
@@ -132,6 +136,9 @@ def test_qat_refuses_changed_weights_or_source(executorch_qat, tmp_path):
     sidecar = json.loads(executorch_qat.with_suffix(".json").read_text())
     copy.with_suffix(".json").write_text(json.dumps(sidecar | {"sha256": "0" * 64}))
     with pytest.raises(UserError, match="sha256 differs"):
+        read_qat_info(copy)
+    copy.with_suffix(".json").write_text(json.dumps(sidecar | {"format": "lagchand-edge-qat/1"}))
+    with pytest.raises(UserError, match="another release"):  # trained a batch-generic graph, not the deployed one
         read_qat_info(copy)
     sidecar["source"]["checkpoint_sha256"] = "0" * 64
     copy.with_suffix(".json").write_text(json.dumps(sidecar))

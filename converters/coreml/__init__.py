@@ -62,9 +62,9 @@ def qat_scheme() -> str:
             "activations (moving-average min-max fake quantization, their ranges from the PTQ calibration)")
 
 
-def quantizable_graph(model: torch.nn.Module, example: torch.Tensor, dynamic_shapes=None) -> torch.fx.GraphModule:
+def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """The graph PT2E quantizes: the exported model as it is."""
-    return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
+    return torch.export.export(model, (example,)).module()
 
 
 def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
