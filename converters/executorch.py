@@ -177,6 +177,16 @@ def _constants_as_parameters(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _without_provenance(exported: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`exported` with its nodes' `from_node` provenance dropped. Every pass of the lowering
+    deep-copies each node's provenance chain into the nodes it makes, so the chains that the
+    export and quantization passes left make lowering slower (measured: fp32 74 -> 52 s, int8
+    106 -> 92 s on the tiny config) and buy nothing here: the program computes the same outputs."""
+    for node in exported.graph.nodes:
+        node.meta.pop("from_node", None)
+    return exported
+
+
 def delegation_summary(edge_program) -> dict:
     """Which operators XNNPACK took and which fell back to portable kernels (the latency surprise)."""
     delegated, portable = 0, Counter()
@@ -204,7 +214,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
         if recipe.precision == "int8":
             module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
     exported = torch.export.export(_layer_norm_as_xnnpack_ops(module), (example,))
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(_without_provenance(exported), partitioner=[XnnpackPartitioner()])
     summary = delegation_summary(edge.exported_program())
     program = edge.to_executorch()
     (out_dir / MODEL_FILE).write_bytes(program.buffer)
