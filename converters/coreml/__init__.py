@@ -41,6 +41,9 @@ def _quantizer(plan: Int8Plan):
     from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig, QuantizationScheme
     from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
+    from converters.coreml.patterns import trace_patterns_once
+
+    trace_patterns_once()
     config = LinearQuantizerConfig.from_dict({"global_config": {
         "quantization_scheme": QuantizationScheme.symmetric, "activation_dtype": torch.quint8,
         "weight_dtype": torch.qint8, "weight_per_channel": True}})
