@@ -21,6 +21,7 @@ checked on load); `load_qat` rebuilds the graph from the source and loads that s
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -100,7 +101,7 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _quantizable(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
+def quantizable(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
     """The target's quantizable graph of `model`'s deployed form (batch norms folded), traced at
     batch 1 as `convert` traces it, so that QAT trains the graph that is deployed: the deployed
     form is written for batch 1, and a batch-generic trace carried 93 more ops (33 more
@@ -120,11 +121,12 @@ def per_image(graph: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tenso
     return tuple(torch.cat(parts) for parts in zip(*(graph(image[None]) for image in images), strict=True))
 
 
-def student_graph(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
-    """The target's quantizable graph of `model`, prepared for QAT by `plan`."""
+def student_graph(graph: torch.fx.GraphModule, target: str, plan: Int8Plan) -> torch.fx.GraphModule:
+    """A copy of a `quantizable` graph, prepared for QAT by `plan` (the graph itself stays as it
+    is, for `seed_activation_ranges`)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    return prepare_qat_pt2e(_quantizable(model, target, plan), get_target(target).qat_quantizer(plan))
+    return prepare_qat_pt2e(copy.deepcopy(graph), get_target(target).qat_quantizer(plan))
 
 
 def _activation_quantizers(graph: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
@@ -151,10 +153,11 @@ def _set_range(fake_quant: torch.nn.Module, scale: torch.Tensor, zero_point: tor
     fake_quant.disable_observer()
 
 
-def seed_activation_ranges(student: torch.fx.GraphModule, model: LAGCHand, target: str, plan: Int8Plan,
+def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphModule, target: str, plan: Int8Plan,
                            images: torch.Tensor) -> int:
     """Start QAT where the target's PTQ stands: calibrate its PTQ quantizer on `images` (one at a
-    time, as `convert` does) over the same graph and give every activation fake quantizer of the
+    time, as `convert` does) over the `quantizable` graph the student was prepared from (which it
+    consumes) and give every activation fake quantizer of the
     student the grid its PTQ observer chose (a target whose PTQ observers are its QAT fake
     quantizers calibrates the student itself); those stop observing. QAT's own moving-average
     min-max, started from a few batches, clips the rare large activations that XNNPACK's PTQ
@@ -163,7 +166,7 @@ def seed_activation_ranges(student: torch.fx.GraphModule, model: LAGCHand, targe
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     quantizer = get_target(target).ptq_quantizer(plan)
-    calibrated = student if quantizer is None else prepare_pt2e(_quantizable(model, target, plan), quantizer)
+    calibrated = student if quantizer is None else prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for image in images:
             calibrated(image[None])
@@ -265,7 +268,8 @@ def load_qat(path: Path, info: dict | None = None) -> tuple[torch.fx.GraphModule
 
     info = info or read_qat_info(path)
     model = _source_model(info)
-    student = student_graph(model, info["target"], Int8Plan.from_dict(info["plan"]))
+    plan = Int8Plan.from_dict(info["plan"])
+    student = student_graph(quantizable(model, info["target"], plan), info["target"], plan)
     load_state(student, path, model.cfg.image_size)
     student.apply(disable_observer)
     return move_exported_model_to_eval(student), model, info
@@ -304,7 +308,8 @@ def train_qat(opts: QATOptions, on_step: Callable[[int, int, dict], None] | None
             "data": str(opts.data), "split": opts.split, "samples": len(dataset), "batch_size": opts.batch_size,
             "freeze_observers": opts.freeze_observers, "epochs_planned": opts.epochs, "lr": opts.lr, "command": " ".join(sys.argv)}
     done = _finished_part(opts, info)
-    student = student_graph(model, opts.target, opts.plan)
+    graph = quantizable(model, opts.target, opts.plan)
+    student = student_graph(graph, opts.target, opts.plan)
     start_epoch, history = 0, []
     if done:
         load_state(student, opts.out, model.cfg.image_size)
@@ -312,7 +317,7 @@ def train_qat(opts: QATOptions, on_step: Callable[[int, int, dict], None] | None
         info["activation_ranges"] = done["activation_ranges"]
     else:
         calibration = select_calibration(opts.data, opts.calib_num, opts.seed, opts.split, opts.mano_dir)
-        seeded = seed_activation_ranges(student, model, opts.target, opts.plan, calibration.images)
+        seeded = seed_activation_ranges(student, graph, opts.target, opts.plan, calibration.images)
         info["activation_ranges"] = {"from": "PTQ calibration", "activations": seeded, **calibration.manifest()}
     teacher = DeployModel(model, deployed_form=False).eval()
     student = move_exported_model_to_train(student)

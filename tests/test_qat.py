@@ -72,13 +72,14 @@ def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from calibration.plans import Int8Plan
-    from calibration.qat import _activation_quantizers, per_image, seed_activation_ranges, student_graph
+    from calibration.qat import _activation_quantizers, per_image, quantizable, seed_activation_ranges, student_graph
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.model import DeployModel
 
     model, plan, calibration = load_checkpoint(tiny_checkpoint), Int8Plan(), _images(synth_train_root, "train")[:8]
-    student = student_graph(model, target, plan)
-    seeded = seed_activation_ranges(student, model, target, plan, calibration)
+    graph = quantizable(model, target, plan)
+    student = student_graph(graph, target, plan)
+    seeded = seed_activation_ranges(student, graph, target, plan, calibration)
     quantizers = _activation_quantizers(student).values()
     assert seeded == len(quantizers) > 20 and not any(bool(q.observer_enabled) for q in quantizers)
     for q in quantizers:  # the grid trained with is the one `convert_pt2e` will ask the observer for
