@@ -25,6 +25,15 @@ REAL_SAMPLE = REPO.parent / "shared" / "data" / "interhand26m-real-sample"
 torch.set_num_threads(1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first, each in its own order. xdist (`--dist loadfile
+    --no-loadscope-reorder`) hands out whole modules in this order, so the long end-to-end ones
+    start at once and the short ones fill in around them; by test count, the reference
+    end-to-end module came last and ran alone for minutes while the other worker idled."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 def _built_once(tmp_path_factory, name: str, build: Callable[[Path], object], wait: bool = True):
     """`build(folder)` run by one worker of the session; the others wait for it and read its result
     (or, with `wait=False`, get None while another worker is building it).
