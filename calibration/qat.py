@@ -156,10 +156,10 @@ def _set_range(fake_quant: torch.nn.Module, scale: torch.Tensor, zero_point: tor
 def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphModule, target: str, plan: Int8Plan,
                            images: torch.Tensor) -> int:
     """Start QAT where the target's PTQ stands: calibrate its PTQ quantizer on `images` (one at a
-    time, as `convert` does) over the `quantizable` graph the student was prepared from (which it
-    consumes) and give every activation fake quantizer of the
-    student the grid its PTQ observer chose (a target whose PTQ observers are its QAT fake
-    quantizers calibrates the student itself); those stop observing. QAT's own moving-average
+    time, as `convert` does) over `graph`, the `quantizable` graph the student was prepared from
+    (used up by this), and give every activation fake quantizer of the student the grid its PTQ
+    observer chose (a target whose PTQ observers are its QAT fake quantizers calibrates the
+    student itself); those stop observing. QAT's own moving-average
     min-max, started from a few batches, clips the rare large activations that XNNPACK's PTQ
     histogram keeps (on the reference model 40 mm of vertex error from FP32 against PTQ's 11).
     Returns how many were seeded."""
