@@ -181,9 +181,9 @@ def test_each_litert_op_alone_computes_what_it_computes_in_the_whole_model(int8_
     assert "model.graph.blocks.2" in per_module and "model.graph.blocks.2.attention" not in per_module  # four levels deep at most
 
 
-def _row(artifact, target, precision, p50, macs=None):
+def _row(artifact, target, precision, p50, macs=None, checkpoint="a"):
     return {"artifact": artifact, "target": target, "precision": precision, "status": "OK", "macs": macs, "speedup_vs_eager": 30 / p50,
-            "record": {"latency_ms": {"p50": p50}, "stability": {"note": "stable"}}}
+            "source": {"checkpoint_sha256": checkpoint}, "record": {"latency_ms": {"p50": p50}, "stability": {"note": "stable"}}}
 
 
 def test_goals_take_the_fastest_int8_artifact_of_each_target():
@@ -191,14 +191,26 @@ def test_goals_take_the_fastest_int8_artifact_of_each_target():
 
     session = {"results": [_row("pytorch-eager-fp32", "pytorch", "fp32", 30.0), _row("slow", "tflite", "int8", 12.0, 7e8),
                            _row("fast", "tflite", "int8", 9.0, 7e8), _row("et", "executorch", "int8", 10.0, 7e8),
+                           _row("tflite-fp32", "tflite", "fp32", 13.5), _row("other-fp32", "tflite", "fp32", 4.0, checkpoint="b"),
+                           _row("et-fp32", "executorch", "fp32", 25.0), _row("coreml-fp32", "coreml", "fp32", 1.0),
                            _row("mediapipe:hand_landmark_full", "tflite", "float (MediaPipe)", 3.0, 3.5e8)]}
+    session["results"].append(dict(_row("phone", "tflite", "int8", 1.0), merged=True))  # another device: no ratio with this host's rows
     summary = goals(session)
     assert summary["int8_speedup_vs_eager"] == {"tflite": pytest.approx(30 / 9), "executorch": pytest.approx(3.0)}
+    # each int8 artifact against the fastest fp32 one of its own runtime and checkpoint (not another checkpoint's faster one)
+    assert summary["int8_speedup_vs_fp32"] == {"tflite": {"int8": "fast", "fp32": "tflite-fp32", "ratio": pytest.approx(1.5)},
+                                               "executorch": {"int8": "et", "fp32": "et-fp32", "ratio": pytest.approx(2.5)}}
     assert summary["best_int8_vs_mediapipe_full"] == {"artifact": "fast", "ratio": pytest.approx(3.0), "goal": 1.0,
                                                       "macs_ratio": pytest.approx(2.0)}
+    assert summary["int8_vs_mediapipe_two_hands"] == {"artifact": "fast", "ratio": pytest.approx(1.5), "goal": 1.0,
+                                                      "macs_ratio": pytest.approx(1.0)}
     assert goal_rows(summary)[1:] == [["int8 tflite speed-up vs eager FP32", "3.33x", ">= 4x", "no"],
                                       ["int8 executorch speed-up vs eager FP32", "3.00x", ">= 4x", "no"],
-                                      ["best int8 (fast) / MediaPipe hand_landmark_full p50", "3.00x (it does 2.00x the MACs)", "<= 1x", "no"]]
+                                      ["int8 tflite speed-up vs tflite fp32 (fast / tflite-fp32)", "1.50x", ">= 2x", "no"],
+                                      ["int8 executorch speed-up vs executorch fp32 (et / et-fp32)", "2.50x", ">= 2x", "yes"],
+                                      ["best int8 (fast) / MediaPipe hand_landmark_full p50", "3.00x (it does 2.00x the MACs)", "<= 1x", "no"],
+                                      ["best int8 (fast) / 2 x MediaPipe hand_landmark_full p50 (one run per hand)",
+                                       "1.50x (it does 1.00x the MACs)", "<= 1x", "no"]]
 
 
 def test_op_summary_reads_litert_records_with_and_without_op_times():

@@ -17,22 +17,42 @@ def _p50(row: dict) -> float:
 
 
 def goals(session: dict) -> dict:
-    """The ratios issue #6 asks for, from this session's own measurements."""
+    """The ratios issues #6 and #19 ask for, from this session's own measurements (merged device rows
+    take no part: a ratio compares two rows of one machine)."""
     ok = [r for r in session["results"] if r["status"] == "OK" and not r.get("merged")]
-    int8: dict[str, dict] = {}  # the fastest int8 artifact of each target
-    for r in ok:
-        if r.get("precision") == "int8" and (r["target"] not in int8 or _p50(r) < _p50(int8[r["target"]])):
-            int8[r["target"]] = r
+    int8 = _fastest(r for r in ok if r.get("precision") == "int8")
     out: dict = {"int8_speedup_vs_eager": {t: r["speedup_vs_eager"] for t, r in int8.items()}, "speedup_goal": 4.0}
+    vs_fp32 = {}
+    for target, fast in int8.items():
+        fp32 = _fastest(r for r in ok if r.get("precision") == "fp32" and r["target"] == target and _same_source(r, fast)).get(target)
+        if fp32:
+            vs_fp32[target] = {"int8": fast["artifact"], "fp32": fp32["artifact"], "ratio": _p50(fp32) / _p50(fast)}
+    out |= {"int8_speedup_vs_fp32": vs_fp32, "speedup_vs_fp32_goal": 2.0}
     anchor = next((r for r in ok if r["artifact"] == "mediapipe:hand_landmark_full"), None)
     if int8 and anchor:
         best = min(int8.values(), key=_p50)
-        ratio = _p50(best) / _p50(anchor)
-        out["best_int8_vs_mediapipe_full"] = {"artifact": best["artifact"], "ratio": ratio, "goal": 1.0}
-        if best.get("macs") and anchor.get("macs"):  # how much of the latency ratio is just more arithmetic
-            out["best_int8_vs_mediapipe_full"]["macs_ratio"] = best["macs"] / anchor["macs"]
+        # MediaPipe runs its landmark model once per hand: two runs are what LAGCHand's one inference replaces
+        for key, runs in (("best_int8_vs_mediapipe_full", 1), ("int8_vs_mediapipe_two_hands", 2)):
+            out[key] = {"artifact": best["artifact"], "ratio": _p50(best) / (runs * _p50(anchor)), "goal": 1.0}
+            if best.get("macs") and anchor.get("macs"):  # how much of the latency ratio is just more arithmetic
+                out[key]["macs_ratio"] = best["macs"] / (runs * anchor["macs"])
     out["stability"] = {r["artifact"]: r["record"]["stability"]["note"] for r in ok}
     return out
+
+
+def _fastest(rows) -> dict[str, dict]:
+    """The fastest row of each target."""
+    fastest: dict[str, dict] = {}
+    for r in rows:
+        if r["target"] not in fastest or _p50(r) < _p50(fastest[r["target"]]):
+            fastest[r["target"]] = r
+    return fastest
+
+
+def _same_source(a: dict, b: dict) -> bool:
+    """Converted from the same checkpoint, where both manifests say which (foreign files do not)."""
+    one, other = (r.get("source", {}).get("checkpoint_sha256") for r in (a, b))
+    return one is None or other is None or one == other
 
 
 def gmacs_per_second(row: dict) -> float | None:
@@ -120,11 +140,16 @@ def goal_rows(goals: dict) -> list[list[str]]:
     for target, ratio in goals["int8_speedup_vs_eager"].items():
         rows.append([f"int8 {target} speed-up vs eager FP32", f"{ratio:.2f}x", f">= {goals['speedup_goal']:g}x",
                      "yes" if ratio >= goals["speedup_goal"] else "no"])
-    best = goals.get("best_int8_vs_mediapipe_full")
-    if best:
-        macs = f" (it does {best['macs_ratio']:.2f}x the MACs)" if "macs_ratio" in best else ""
-        rows.append([f"best int8 ({best['artifact']}) / MediaPipe hand_landmark_full p50", f"{best['ratio']:.2f}x{macs}",
-                     f"<= {best['goal']:g}x", "yes" if best["ratio"] <= best["goal"] else "no"])
+    for target, pair in goals["int8_speedup_vs_fp32"].items():
+        rows.append([f"int8 {target} speed-up vs {target} fp32 ({pair['int8']} / {pair['fp32']})", f"{pair['ratio']:.2f}x",
+                     f">= {goals['speedup_vs_fp32_goal']:g}x", "yes" if pair["ratio"] >= goals["speedup_vs_fp32_goal"] else "no"])
+    for key, what in (("best_int8_vs_mediapipe_full", "MediaPipe hand_landmark_full p50"),
+                      ("int8_vs_mediapipe_two_hands", "2 x MediaPipe hand_landmark_full p50 (one run per hand)")):
+        best = goals.get(key)
+        if best:
+            macs = f" (it does {best['macs_ratio']:.2f}x the MACs)" if "macs_ratio" in best else ""
+            rows.append([f"best int8 ({best['artifact']}) / {what}", f"{best['ratio']:.2f}x{macs}",
+                         f"<= {best['goal']:g}x", "yes" if best["ratio"] <= best["goal"] else "no"])
     return rows
 
 
