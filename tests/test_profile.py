@@ -116,7 +116,8 @@ def test_profile_artifacts_skips_coreml_and_merges_device_records(fp32_artifacts
     out = tmp_path / "out"
     done = _cli("profile", fp32_artifacts["coreml"].path, "--merge", record, "--runs", "2", "--warmup", "0", "--no-ops", "--out", out, "--json")
     assert done.returncode == 0, done.stderr
-    rows, goals = json.loads(done.stdout)["results"], json.loads(done.stdout)["goals"]
+    printed = json.loads(done.stdout)
+    rows, goals = printed["results"], printed["goals"]
     assert [r["status"] for r in rows] == ["OK", "SKIPPED", "OK"]
     assert goals["int8_speedup_vs_fp32"] == {} and goals["speedup_vs_fp32_goal"] == 2.0  # `--json` carries #19's ratios
     assert "Mac" in rows[1]["reason"] and rows[2]["label"] == "pixel-8" and rows[2]["merged"]
