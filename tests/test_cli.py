@@ -173,7 +173,7 @@ def test_an_image_that_cannot_be_decoded_is_a_counted_skip_everywhere(synth_root
     drift = run_cli("drift", str(fp32_artifacts["tflite"].path), "--data", str(root), "--checkpoint", str(tiny_checkpoint),
                     "--out", str(tmp_path / "d"))
     assert drift.returncode == 0 and "data: 7 samples, skipped 1 (1 unreadable at load time)" in " ".join(drift.stdout.split())
-    run_cli("data", "cache", str(root), "--split", "test", "--out", str(tmp_path / "cache"), check=True)
+    run_cli("data", "cache", str(root), "--split", "test", "--out", str(tmp_path / "cache"), "--workers", "1", check=True)
     card = json.loads((tmp_path / "cache" / "cache.json").read_text())
     assert card["samples"] == 7 and card["skipped"] == {"unreadable at load time": 1}  # the same words as evaluate and drift
     quick = json.loads(run_cli("data", "summary", str(root), "--json", check=True).stdout)

@@ -27,7 +27,7 @@ def test_a_few_steps_on_tiny_reduce_the_loss(synth_train_root, tmp_path, bf16):
     assert all(t.dtype == torch.float32 for t in stored.values() if t.is_floating_point())  # mixed precision keeps fp32 weights
 
 
-def test_training_is_deterministic_and_resumable(synth_train_root, tmp_path):
+def test_training_is_deterministic_resumable_and_loader_independent(synth_train_root, tmp_path):
     options = dict(data=synth_train_root, config="tiny", epochs=2, batch_size=8, lr=1e-3)
     full = tmp_path / "full.safetensors"
     train(TrainOptions(out=full, **options))
@@ -43,6 +43,10 @@ def test_training_is_deterministic_and_resumable(synth_train_root, tmp_path):
     train(TrainOptions(out=part, resume=True, **options))
     a, b = load_checkpoint(full).state_dict(), load_checkpoint(part).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)  # exactly: the README promises it
+    loaded = tmp_path / "workers.safetensors"  # batches read by two loader processes: the same batches, the same weights
+    train(TrainOptions(out=loaded, workers=2, **options))
+    c = load_checkpoint(loaded).state_dict()
+    assert all(torch.equal(a[key], c[key]) for key in a)
 
 
 def test_torchrun_ddp_with_two_cpu_processes(synth_train_root, tmp_path):

@@ -212,6 +212,7 @@ def cache(
     split: str = typer.Option("test", help="train, val or test."),
     mano_dir: Path = typer.Option(None, help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl for real data."),
     force: bool = typer.Option(False, help="Replace OUT if it exists."),
+    workers: int = typer.Option(2, min=0, help="Reader processes (0: this one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Decode and crop a split once (memory-mapped arrays): train and evaluate take the cache wherever they take a root."""
@@ -220,7 +221,7 @@ def cache(
 
     total = len(InterHandDataset(root, split, mano_dir=mano_dir, strict=False))
     with progress_bar("caching", total) as advance:
-        card = write_cache(root, split, out, mano_dir, advance, force)
+        card = write_cache(root, split, out, mano_dir, advance, force, workers)
     summary = {k: v for k, v in card.items() if k != "sample_ids"} | {"out": str(out)}
     if as_json:
         emit_json(summary)

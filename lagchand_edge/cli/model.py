@@ -63,6 +63,7 @@ def train(
                                   "MPJPE ratio to the mean-pose baseline."),
     val_num: int = typer.Option(300, min=1, help="Validation samples."),
     mano_dir: Path = typer.Option(None, help="MANO_RIGHT/LEFT.pkl folder, for the real release."),
+    workers: int = typer.Option(0, min=0, help="Processes that read and collate batches (0: the training process; a GPU wants several)."),
 ) -> None:
     """Train LAGCHand with IntagHand's losses; works unchanged under torchrun (DDP)."""
     from lagchand_edge.train.loop import TrainOptions
@@ -73,7 +74,7 @@ def train(
                            seed=seed, limit=renamed(num, limit, "--num", "--limit"), resume=resume, force=force, init=init,
                            weights=parse_weights(loss_weight), edge_from=edge_from,
                            bf16=bf16, augment=augment, clip_grad=clip_grad, budget_minutes=budget_minutes, val_data=val_data,
-                           val_num=val_num, mano_dir=mano_dir)
+                           val_num=val_num, mano_dir=mano_dir, workers=workers)
     started = time.perf_counter()
     with progress_bar("training", None) as advance:
         def on_step(epoch: int, step: int, losses: dict) -> None:

@@ -33,10 +33,10 @@ def _flip(images: torch.Tensor, batch: dict[str, torch.Tensor], mask: torch.Tens
 
 
 def _jitter_crop(images: torch.Tensor, batch: dict[str, torch.Tensor], rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    b, size = images.shape[0], images.shape[-1]
-    scale = torch.as_tensor(rng.uniform(*CROP_SCALE, b), dtype=torch.float32)
-    shift = torch.as_tensor(rng.uniform(-CROP_SHIFT, CROP_SHIFT, (b, 2)), dtype=torch.float32)
-    theta = torch.zeros(b, 2, 3)
+    b, size, device = images.shape[0], images.shape[-1], images.device
+    scale = torch.as_tensor(rng.uniform(*CROP_SCALE, b), dtype=torch.float32, device=device)
+    shift = torch.as_tensor(rng.uniform(-CROP_SHIFT, CROP_SHIFT, (b, 2)), dtype=torch.float32, device=device)
+    theta = torch.zeros(b, 2, 3, device=device)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
     theta[:, :, 2] = 2 * shift  # normalised coordinates span 2
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
@@ -50,10 +50,11 @@ def _jitter_crop(images: torch.Tensor, batch: dict[str, torch.Tensor], rng: np.r
 
 
 def augment(images: torch.Tensor, batch: dict[str, torch.Tensor], rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(B, 3, H, W) images in [0, 1] and the batch's per-hand arrays, flipped, re-cropped and re-coloured."""
-    images, batch = _flip(images, batch, torch.as_tensor(rng.uniform(size=images.shape[0]) < 0.5))
+    """(B, 3, H, W) images in [0, 1] and the batch's per-hand arrays, flipped, re-cropped and re-coloured
+    where they are (on a GPU the random draws alone come from the CPU)."""
+    b, device = images.shape[0], images.device
+    images, batch = _flip(images, batch, torch.as_tensor(rng.uniform(size=b) < 0.5, device=device))
     images, batch = _jitter_crop(images, batch, rng)
-    b = images.shape[0]
-    gain = torch.as_tensor(rng.uniform(*COLOUR_GAIN, (b, 3, 1, 1)), dtype=torch.float32)
-    offset = torch.as_tensor(rng.uniform(-COLOUR_OFFSET, COLOUR_OFFSET, (b, 1, 1, 1)), dtype=torch.float32)
+    gain = torch.as_tensor(rng.uniform(*COLOUR_GAIN, (b, 3, 1, 1)), dtype=torch.float32, device=device)
+    offset = torch.as_tensor(rng.uniform(-COLOUR_OFFSET, COLOUR_OFFSET, (b, 1, 1, 1)), dtype=torch.float32, device=device)
     return (images * gain + offset).clamp(0, 1), batch

@@ -59,6 +59,7 @@ class TrainOptions:
     val_data: Path | None = None  # validate after every epoch (MPJPE ratio to the training data's mean hands)
     val_num: int = 300
     mano_dir: Path | None = None
+    workers: int = 0  # DataLoader processes reading and collating batches (0: this process; a GPU wants several)
 
 
 def prepare_batch(batch: dict, image_size: int, heatmap_size: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, dict]:
@@ -164,7 +165,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(dataset, opts.batch_size, shuffle=sampler is None, sampler=sampler,
-                                             collate_fn=collate, generator=generator, drop_last=True)
+                                             collate_fn=collate, generator=generator, drop_last=True, num_workers=opts.workers,
+                                             pin_memory=device.type == "cuda")
         rng = np.random.default_rng([opts.seed, epoch, rank]) if opts.augment else None
         sums: dict[str, float] = {}
         steps, stop, progress = 0, False, epoch / opts.epochs
@@ -183,8 +185,9 @@ def train(opts: TrainOptions, on_step: Callable[[int, int, dict], None] | None =
             weights = dict(opts.weights)
             if progress < opts.edge_from:
                 weights["edge"] = 0.0
-            images, targets = prepare_batch(batch, cfg.image_size, cfg.heatmap_size, rng)
-            images, targets = images.to(device, memory_format=torch.channels_last), {k: v.to(device) for k, v in targets.items()}
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            images, targets = prepare_batch(batch, cfg.image_size, cfg.heatmap_size, rng)  # augmented where the model runs
+            images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
                 outputs = net(images)
             outputs = tuple(o.float() for o in outputs)
