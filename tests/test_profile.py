@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,9 +115,11 @@ def test_profile_artifacts_skips_coreml_and_merges_device_records(fp32_artifacts
     assert done.returncode == 0, done.stderr
     record.write_text(done.stdout)
     out = tmp_path / "out"
-    done = _cli("profile", fp32_artifacts["coreml"].path, "--merge", record, "--runs", "2", "--warmup", "0", "--no-ops", "--out", out, "--json")
+    done = _cli("profile", fp32_artifacts["coreml"].path, "--merge", record, "--runs", "2", "--warmup", "0", "--no-ops", "--out", out, "--json",
+                "--repeat", "2")
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
+    assert len(printed["repeats"]) == 2 and all(len(run["results"]) == 3 for run in printed["repeats"])  # each run: eager, skip, merged
     rows, goals = printed["results"], printed["goals"]
     assert [r["status"] for r in rows] == ["OK", "SKIPPED", "OK"]
     assert goals["int8_speedup_vs_fp32"] == {} and goals["speedup_vs_fp32_goal"] == 2.0  # `--json` carries #19's ratios
@@ -213,6 +216,43 @@ def test_goals_take_the_fastest_int8_artifact_of_each_target():
                                       ["best int8 (fast) / MediaPipe hand_landmark_full p50", "3.00x (it does 2.00x the MACs)", "<= 1x", "no"],
                                       ["best int8 (fast) / 2 x MediaPipe hand_landmark_full p50 (one run per hand)",
                                        "1.50x (it does 1.00x the MACs)", "<= 1x", "no"]]
+
+
+def test_repeated_goals_are_medians_over_the_runs():
+    from lagchand_edge.profile.report import goal_rows, goals
+
+    def run(int8_p50, fp32_p50, anchor_p50):
+        return {"results": [_row("pytorch-eager-fp32", "pytorch", "fp32", 30.0), _row("int8", "tflite", "int8", int8_p50),
+                            _row("fp32", "tflite", "fp32", fp32_p50), _row("mediapipe:hand_landmark_full", "tflite", "float", anchor_p50)]}
+
+    runs = [run(10.0, 15.0, 4.0), run(10.0, 25.0, 6.0), run(10.0, 22.0, 5.5)]  # int8 / fp32: 1.5x, 2.5x, 2.2x
+    summary = goals(dict(runs[0], repeats=runs))
+    assert summary["int8_speedup_vs_fp32"]["tflite"]["ratio"] == pytest.approx(1.5)  # the rows are the first run's
+    assert summary["repeated"]["int8_speedup_vs_fp32.tflite"] == {"median": pytest.approx(2.2), "min": pytest.approx(1.5),
+                                                                  "max": pytest.approx(2.5), "runs": pytest.approx([1.5, 2.5, 2.2])}
+    rows = {row[0]: row[1:] for row in goal_rows(summary)[1:]}
+    assert rows["int8 tflite speed-up vs tflite fp32 (int8 / fp32)"] == ["1.50x; median of 3 runs 2.20x (1.50-2.50, met in 2)", ">= 2x", "yes"]
+    two_hands = rows["best int8 (int8) / 2 x MediaPipe hand_landmark_full p50 (one run per hand)"]  # 1.25x, 0.83x, 0.91x
+    assert two_hands == ["1.25x; median of 3 runs 0.91x (0.83-1.25, met in 2)", "<= 1x", "yes"]
+    assert "repeated" not in goals(dict(runs[0], repeats=runs[:1]))  # one run: nothing to summarise
+
+
+def test_a_reversed_run_times_in_the_opposite_order_and_keeps_the_rows_in_place(monkeypatch):
+    from lagchand_edge.profile import session
+
+    timed = []
+
+    def profile_artifact(path, model, manifest, settings):
+        timed.append(path.name)
+        return {"artifact": path.name, "status": "SKIPPED"}
+
+    monkeypatch.setattr(session, "find_artifacts", lambda paths: paths)
+    monkeypatch.setattr(session, "model_file", lambda path: (path, {}))
+    monkeypatch.setattr(session, "profile_artifact", profile_artifact)
+    eager = {"artifact": "eager", "status": "OK", "record": {"latency_ms": {"p50": 1.0}, "cpu": "cpu", "platform": "linux"}}
+    monkeypatch.setattr(session, "profile_eager", lambda checkpoint, settings: eager)
+    rows = session.run_session([Path("a"), Path("b"), Path("c")], session.Settings(2, 0, 1), reverse=True)["results"]
+    assert timed == ["c", "b", "a"] and [row["artifact"] for row in rows] == ["eager", "a", "b", "c"]
 
 
 def test_op_summary_reads_litert_records_with_and_without_op_times():

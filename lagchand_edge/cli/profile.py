@@ -30,6 +30,8 @@ def profile(
     merge: list[Path] = typer.Option([], help="Device-runner JSON records (from a phone or board) to fold into the report."),
     checkpoint: Path = typer.Option(None, help="Checkpoint of the eager FP32 model timed alongside; default: the bundled one."),
     no_ops: bool = typer.Option(False, "--no-ops", help="Skip the op-level breakdown."),
+    repeat: int = typer.Option(1, help="Time everything N times, every other time in the opposite order; the goals then give each "
+                               "ratio's median and range (single runs on a shared machine swing past the goals' margins)."),
     out: Path = typer.Option(Path("runs/profile"), help="Report folder (profile.json / .md / .html); a drift report there adds accuracy vs latency."),
     force: bool = typer.Option(False, help="Replace an existing profile in OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
@@ -38,8 +40,8 @@ def profile(
     from lagchand_edge.profile.session import Settings, count_models, profile_to
 
     paths = list(paths or [])
-    with progress_bar("profiling", count_models(paths, anchor)) as advance:
-        session = profile_to(out, paths, Settings(threads, warmup, runs, not no_ops), checkpoint, anchor, merge, force, advance)
+    with progress_bar("profiling", count_models(paths, anchor, max(repeat, 1))) as advance:
+        session = profile_to(out, paths, Settings(threads, warmup, runs, not no_ops), checkpoint, anchor, merge, force, advance, repeat)
     show_profile(session, out, as_json)
     if any(r["status"] == "ERROR" for r in session["results"]):
         raise typer.Exit(1)  # like drift: every other row was timed and is in the report, but an artifact could not be

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from converters import TARGETS, get_target, missing_extra, target_for_file
@@ -145,28 +145,27 @@ def deployed_macs(config: str) -> int:
 
 
 def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchors: dict[str, Path] | None = None,
-                merge: list[Path] | None = None, progress: Callable[[int], None] | None = None) -> dict:
+                merge: list[Path] | None = None, progress: Callable[[int], None] | None = None, reverse: bool = False) -> dict:
     """Profile everything; speed-ups are against the eager FP32 model timed in the same session (none
-    for records merged from other devices)."""
+    for records merged from other devices). `reverse` times the artifacts and anchors in the opposite order."""
     if settings.threads < 1:
         raise UserError("--threads must be >= 1")
     if settings.runs < 1:
         raise UserError("--runs must be >= 1")
     artifacts = [(path, *model_file(path)) for path in find_artifacts(paths)]  # every bad path is reported before any timing
     merged = [merged_row(p) for p in merge or []]
-    rows = []
+    jobs = [(profile_artifact, (path, model, manifest, settings)) for path, model, manifest in artifacts]
+    jobs += [(profile_anchor, (name, path, settings)) for name, path in (anchors or {}).items()]
     eager = profile_eager(checkpoint, settings)
     if progress:
         progress(1)
-    for path, model, manifest in artifacts:
-        rows.append(profile_artifact(path, model, manifest, settings))
+    timed: dict[int, dict] = {}
+    for index in reversed(range(len(jobs))) if reverse else range(len(jobs)):
+        function, args = jobs[index]
+        timed[index] = function(*args)
         if progress:
             progress(1)
-    for name, path in (anchors or {}).items():
-        rows.append(profile_anchor(name, path, settings))
-        if progress:
-            progress(1)
-    rows = [eager, *rows, *merged]
+    rows = [eager, *(timed[index] for index in range(len(jobs))), *merged]
     eager_p50 = eager["record"]["latency_ms"]["p50"]
     for row in rows:  # a merged record ran on another device: this host's eager time is no baseline for it
         if row["status"] == "OK" and not row.get("merged"):
@@ -180,28 +179,46 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
 
 
 
+def _lean(session: dict) -> dict:
+    """One run's rows as `goals` reads them, without the per-inference series and op breakdowns."""
+    rows = []
+    for row in session["results"]:
+        lean = {k: v for k, v in row.items() if k != "record"}
+        if row["status"] == "OK":
+            lean["record"] = {k: row["record"][k] for k in ("latency_ms", "stability") if k in row["record"]}
+        rows.append(lean)
+    return {"results": rows}
+
+
 def profile_to(out: Path, paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchor: bool = False,
-               merge: list[Path] | None = None, force: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+               merge: list[Path] | None = None, force: bool = False, progress: Callable[[int], None] | None = None,
+               repeat: int = 1) -> dict:
     """Profile everything and write profile.json / .md / .html into `out` (beside a drift report
-    there, an accuracy-vs-latency chart joins them). `progress` counts models: `count_models`."""
+    there, an accuracy-vs-latency chart joins them). `progress` counts models: `count_models`.
+    `repeat` > 1 times everything again, in the opposite order every other time and without op
+    breakdowns; the report's rows are the first run's, its goals carry each ratio's median over all."""
     from lagchand_edge.io import refuse_existing, report_files
     from lagchand_edge.profile.anchors import cached_anchors
     from lagchand_edge.profile.report import write_profile_report
 
-    if settings.threads < 1 or settings.runs < 1 or settings.warmup < 0:
-        raise UserError("--threads and --runs must be >= 1 and --warmup >= 0")
+    if settings.threads < 1 or settings.runs < 1 or settings.warmup < 0 or repeat < 1:
+        raise UserError("--threads, --runs and --repeat must be >= 1 and --warmup >= 0")
     if not paths and not merge and not anchor:
         raise UserError("give artifacts or model files to profile (or --merge records, or --anchor)")
     refuse_existing(out / "profile.json", force)
     anchors = cached_anchors() if anchor else None
     with report_files(out, "profile.json", force=force) as tmp:
         session = run_session(paths, settings, checkpoint, anchors, merge, progress)
+        again = replace(settings, ops=False)
+        if repeat > 1:
+            session["repeats"] = [_lean(session)] + [_lean(run_session(paths, again, checkpoint, anchors, merge, progress, reverse=run % 2 == 1))
+                                                     for run in range(1, repeat)]
         write_profile_report(session, tmp, drift_dir=out)
     return session
 
 
-def count_models(paths: list[Path], anchor: bool) -> int:
-    """How many models `profile_to` times: the eager model, every artifact, the cached anchors."""
+def count_models(paths: list[Path], anchor: bool, repeat: int = 1) -> int:
+    """How many models `profile_to` times: the eager model, every artifact, the cached anchors, `repeat` times."""
     from lagchand_edge.profile.anchors import cached_anchors
 
-    return 1 + len(find_artifacts(paths)) + (len(cached_anchors()) if anchor else 0)
+    return repeat * (1 + len(find_artifacts(paths)) + (len(cached_anchors()) if anchor else 0))
