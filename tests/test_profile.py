@@ -278,7 +278,7 @@ def test_bad_profile_inputs(tmp_path, fp32_artifacts):
     assert row["status"] == "ERROR" and "cannot load" in row["reason"]
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    for args, message in ((["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"), ([], "not a model")):
+    for args, message in ((["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"), (["--repeat", "0"], "--repeat"), ([], "not a model")):
         done = _cli("profile", text if message == "not a model" else fake, *args, "--out", tmp_path / "o2")
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 

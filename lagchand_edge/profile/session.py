@@ -178,7 +178,6 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
             "platform": eager["record"]["platform"]}, "eager_p50_ms": eager_p50, "results": rows}
 
 
-
 def _lean(session: dict) -> dict:
     """One run's rows as `goals` reads them, without the per-inference series and op breakdowns."""
     rows = []
@@ -209,8 +208,8 @@ def profile_to(out: Path, paths: list[Path], settings: Settings, checkpoint: Pat
     anchors = cached_anchors() if anchor else None
     with report_files(out, "profile.json", force=force) as tmp:
         session = run_session(paths, settings, checkpoint, anchors, merge, progress)
-        again = replace(settings, ops=False)
-        if repeat > 1:
+        if repeat > 1:  # the later runs need no op breakdown: the report's rows are the first run's
+            again = replace(settings, ops=False)
             session["repeats"] = [_lean(session)] + [_lean(run_session(paths, again, checkpoint, anchors, merge, progress, reverse=run % 2 == 1))
                                                      for run in range(1, repeat)]
         write_profile_report(session, tmp, drift_dir=out)
