@@ -160,13 +160,16 @@ def goal_rows(goals: dict) -> list[list[str]]:
     repeated = goals.get("repeated", {})
 
     def add(what: str, name: str, ratio: float, goal: float, at_least: bool, note: str = "") -> None:
+        def met(value: float) -> bool:
+            return value >= goal if at_least else value <= goal
+
         summary = repeated.get(name)
         measured = f"{ratio:.2f}x{note}"
         if summary:
             ratio = summary["median"]
             measured += (f"; median of {len(summary['runs'])} runs {ratio:.2f}x ({summary['min']:.2f}-{summary['max']:.2f}, "
-                         f"met in {sum(v >= goal if at_least else v <= goal for v in summary['runs'])})")
-        rows.append([what, measured, f"{'>=' if at_least else '<='} {goal:g}x", "yes" if (ratio >= goal if at_least else ratio <= goal) else "no"])
+                         f"met in {sum(map(met, summary['runs']))})")
+        rows.append([what, measured, f"{'>=' if at_least else '<='} {goal:g}x", "yes" if met(ratio) else "no"])
 
     for target, ratio in goals["int8_speedup_vs_eager"].items():
         add(f"int8 {target} speed-up vs eager FP32", f"int8_speedup_vs_eager.{target}", ratio, goals["speedup_goal"], True)
