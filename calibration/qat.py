@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
@@ -44,7 +44,7 @@ from lagchand_edge.data.interhand import collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.errors import UserError
 from lagchand_edge.hand.joints import MIDDLE_MCP, WRIST
-from lagchand_edge.io import atomic_write_bytes, check_writable, file_sha256
+from lagchand_edge.io import atomic_write_bytes, check_writable, file_sha256, write_safetensors
 from lagchand_edge.model import DeployModel, LAGCHand
 from lagchand_edge.train.loop import load_optimizer, optimizer_path, save_optimizer
 from lagchand_edge.train.targets import lr_at
@@ -222,13 +222,9 @@ def distillation_loss(student: tuple, teacher: tuple) -> torch.Tensor:
 
 def save_qat(student: torch.fx.GraphModule, path: Path, info: dict) -> None:
     """The prepared graph's state and its sidecar, each written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # a fake quantizer shared by several ops is stored under each of its names (cloned: safetensors refuses aliases)
     tensors = {k: v.detach().clone().contiguous().cpu() for k, v in student.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "target": info["target"]})
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    write_safetensors(path, tensors, {"format": FORMAT, "target": info["target"]})
     sidecar = {"format": FORMAT, **info, "sha256": file_sha256(path)}
     atomic_write_bytes(sidecar_path(path), json.dumps(sidecar, indent=2, default=str).encode())
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_write_bytes, file_sha256
+from lagchand_edge.io import atomic_write_bytes, file_sha256, write_safetensors
 from lagchand_edge.model import LAGCHand, create_model
 from lagchand_edge.model.config import CONFIGS
 
@@ -37,11 +37,7 @@ def save_checkpoint(model: LAGCHand, path: Path, info: dict[str, Any], half: boo
     path = Path(path)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": model.cfg.name, "hand_model": model.hand_model_name, "num_vertices": str(model.num_vertices)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    write_safetensors(path, tensors, metadata)
     sidecar = {**metadata, "config_fields": model.cfg.to_dict(), **info, "sha256": file_sha256(path)}
     atomic_write_bytes(sidecar_path(path), json.dumps(sidecar, indent=2, default=str).encode())
 

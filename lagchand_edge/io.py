@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -145,6 +146,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors as `.safetensors`, atomically and byte-for-byte reproducibly.
+
+    safetensors writes its `__metadata__` entries in a random order per process (a Rust hash
+    map), so the same weights saved twice had different sha256 and looked like a new checkpoint
+    to every check that compares hashes. The JSON header is written again with those entries
+    sorted (tensor offsets count from the end of the header, padded to 8 bytes as the format asks).
+    """
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text = text.ljust(-(-len(text) // 8) * 8)
+    atomic_write_bytes(path, len(text).to_bytes(8, "little") + text + data[8 + length:])
 
 
 def update_digest(digest: hashlib._Hash, path: Path) -> None:

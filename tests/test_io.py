@@ -62,3 +62,28 @@ def test_a_second_run_writing_the_same_output_at_once_is_refused_even_with_force
             with report_files(tmp_path / "reports", "profile.json", force=True):
                 pass
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["profile.json"]
+
+
+def test_the_same_weights_saved_by_different_processes_are_the_same_bytes(tmp_path):
+    """safetensors orders its metadata by a per-process random hash; each save here runs in its
+    own interpreter, so an unsorted header would give differing files (24 orders of 4 keys)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    save = ("import sys, torch; from lagchand_edge.io import write_safetensors; "
+            "write_safetensors(sys.argv[1], {'w': torch.arange(6.0).reshape(2, 3), 'step': torch.tensor([7])}, "
+            "{'format': 'f', 'config': 'c', 'hand_model': 'h', 'num_vertices': '778'})")
+    paths = [tmp_path / f"run{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", save, str(path)], check=True)
+    assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}) == 1
+    tensors = load_file(str(paths[0]))
+    assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3)) and tensors["step"].tolist() == [7]
+    with safe_open(str(paths[0]), framework="pt") as handle:
+        assert handle.metadata() == {"config": "c", "format": "f", "hand_model": "h", "num_vertices": "778"}
+    assert int.from_bytes(paths[0].read_bytes()[:8], "little") % 8 == 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lagchand_edge.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from lagchand_edge.data.cache import open_dataset
@@ -27,7 +27,7 @@ from lagchand_edge.data.interhand import collate
 from lagchand_edge.data.transforms import to_model_input
 from lagchand_edge.distributed import local_device
 from lagchand_edge.errors import UserError
-from lagchand_edge.io import atomic_write_bytes, check_writable
+from lagchand_edge.io import check_writable, write_safetensors
 from lagchand_edge.model import create_model
 from lagchand_edge.train.augment import augment
 from lagchand_edge.train.losses import DEFAULT_WEIGHTS, total_loss
@@ -98,10 +98,7 @@ def optimizer_path(out: Path) -> Path:
 def save_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
     state = optimizer.state_dict()["state"]
     tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous() for i, s in state.items() for k, v in s.items()}
-    tmp = out.with_name(f".{out.name}.opt.tmp")
-    save_file(tensors, str(tmp))
-    atomic_write_bytes(optimizer_path(out), tmp.read_bytes())
-    tmp.unlink()
+    write_safetensors(optimizer_path(out), tensors)
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, out: Path) -> None:
