@@ -85,7 +85,8 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
           for d in runner.inputs + runner.outputs}
-    int8 = "ai_edge_quantizer: static_wi8_ai8 (min-max) in static modules, weight_only_wi8_afp32 in float_activations, no_quantize in keep_float"
+    int8 = ("ai_edge_quantizer: static_wi8_ai8 (min-max) in static modules; in float_activations dynamic_wi8_afp32 for fully "
+            "connected layers and convolutions, weight_only_wi8_afp32 for other weighted ops; no_quantize in keep_float")
     return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec, "int8_added_constants": tables,
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}
 
@@ -108,19 +109,29 @@ def scope_regex(root: torch.nn.Module, path: str) -> str:
     return "/".join(re.escape(part) for part in _scope_parts(root, path)) + "(/|;|$)"
 
 
+#: LiteRT ops that run dynamic int8 (int8 weights, input quantized per call) in float_activations scopes
+DYNAMIC_INT8_OPS = ("FULLY_CONNECTED", "CONV_2D")
+
+
 def int8_recipe(model: torch.nn.Module, plan: Int8Plan) -> list[dict]:
     """AI Edge Quantizer recipe for `plan`, one entry per module scope (the last match wins, so
     deeper names come later); ops under no scope are not quantized."""
     from ai_edge_quantizer import recipe as aeq_recipe
 
     static, weight_only = aeq_recipe.static_wi8_ai8()[0], aeq_recipe.weight_only_wi8_afp32()[0]
+    dynamic = aeq_recipe.dynamic_wi8_afp32()[0]
     # a name that is the whole network (the deploy wrapper's only child) covers its I/O tensors too
     whole = [name for name, _ in model.named_children()]
     entries = [static | {"regex": ".*" if [name] == whole else scope_regex(model, name)} for name in plan.static]
     # AEQ skips a matching entry its op cannot take (weight-only on an op without weights), so a
-    # float_activations scope first says no_quantize: its weightless ops must not stay static
+    # float_activations scope first says no_quantize: its weightless ops must not stay static.
+    # Its fully connected layers and convolutions then run dynamic int8 (activations quantized per
+    # call, XNNPACK's qd8 kernels, as ExecuTorch's float activations do); the other weighted ops
+    # keep int8 weights dequantized to float (a batch matmul with a constant operand has no dynamic kernel)
     for name in plan.float_activations:
-        entries += [_no_quantize(scope_regex(model, name)), weight_only | {"regex": scope_regex(model, name)}]
+        scope = scope_regex(model, name)
+        entries += [_no_quantize(scope), weight_only | {"regex": scope}]
+        entries += [dynamic | {"regex": scope, "operation": op} for op in DYNAMIC_INT8_OPS]
     return entries + [_no_quantize(scope_regex(model, name)) for name in plan.keep_float]
 
 

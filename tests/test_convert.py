@@ -220,6 +220,26 @@ def test_int8_tflite_stores_embedding_tables_as_int8(int8_artifacts):
     assert read_manifest(path)["recipe"]["int8_added_constants"] == 6  # 3 vertex + 3 image tables
 
 
+def test_int8_tflite_runs_float_activation_scopes_as_dynamic_int8(int8_artifacts):
+    """The graph decoder and the encoder's transformer stages (float activations in LiteRT's plan)
+    run their fully connected layers and convolutions on int8 weights read directly with float
+    inputs (dynamic int8, quantized per call), not on int8 weights dequantized to float first,
+    which would run them as fp32 GEMMs."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model(str(int8_artifacts["tflite"].path / "model.tflite"))
+    graph = flat.subgraphs[0]
+    name = lambda op: flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex)  # noqa: E731
+    dequantized = {int(op.outputs[0]) for op in graph.operators if name(op) == "DEQUANTIZE"}
+    scopes = ("model.graph.", "model.encoder.layers.2.1.", "model.encoder.layers.3.1.", "model.encoder.layers.4.1.")
+    dynamic = [op for op in graph.operators if name(op) in ("FULLY_CONNECTED", "CONV_2D")
+               and graph.tensors[op.outputs[0]].name.decode().startswith(scopes)]
+    assert {name(op) for op in dynamic} == {"FULLY_CONNECTED", "CONV_2D"}
+    for op in dynamic:
+        activations, weights = (graph.tensors[i] for i in op.inputs[:2])
+        assert op.inputs[1] not in dequantized and weights.type == 9 and activations.type == 0  # INT8 weights, FLOAT32 input
+
+
 def test_executorch_nearest_upsampling_rewrite_is_exact(tiny_checkpoint):
     from converters.executorch import _nearest_upsampling_as_copies
     from lagchand_edge.checkpoint import load_checkpoint
