@@ -121,13 +121,23 @@ def _photo(synth_root) -> tuple[list[float], np.ndarray]:
     return data["annotations"][1]["bbox"], image
 
 
-@pytest.mark.parametrize("form", ["fp32", "int8", "fp32-nhwc"])
+@pytest.mark.parametrize("form", ["fp32", "int8", "int8-static", "fp32-nhwc"])
 def test_the_page_sees_and_draws_what_the_python_runner_does(form, browser, request, synth_root, tmp_path):
-    if form == "fp32-nhwc":  # an app's camera-frame layout (`convert --input nhwc`): the page feeds HWC
-        from lagchand_edge.convert import build_artifacts
+    """The page's crop is Python's, and its joints the Python runner's within 0.5 px, for fp32 and
+    for int8 whose kernels are fixed-point (W8A8 modules, the rest float; LiteRT.js takes no int8
+    model inputs, so not all-W8A8). The default int8 plan's dynamic int8 (each
+    runtime quantizes activations per call in its own way: 1-2.5 px apart on the reference model)
+    must be as close to the FP32 model on the page as in Python."""
+    from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+    from lagchand_edge.convert import build_artifacts
 
-        (built,) = build_artifacts("tflite", "fp32", tmp_path / "nhwc", request.getfixturevalue("tiny_checkpoint"), calib_data=synth_root,
-                                   calib_num=2, input_form="nhwc")
+    checkpoint = request.getfixturevalue("tiny_checkpoint")
+    if form == "fp32-nhwc":  # an app's camera-frame layout (`convert --input nhwc`): the page feeds HWC
+        (built,) = build_artifacts("tflite", "fp32", tmp_path / "nhwc", checkpoint, calib_data=synth_root, calib_num=2, input_form="nhwc")
+        artifact = built.path
+    elif form == "int8-static":
+        (built,) = build_artifacts("tflite", "int8", tmp_path / "static", checkpoint, calib_data=synth_root, calib_num=2,
+                                   int8_plan=Int8Plan(static=DEFAULT_INT8_PLAN.static))
         artifact = built.path
     else:
         artifact = request.getfixturevalue(f"{form}_artifacts")["tflite"].path
@@ -143,7 +153,12 @@ def test_the_page_sees_and_draws_what_the_python_runner_does(form, browser, requ
         fps = page.text_content("#fps")
     assert np.abs(crop - want_crop).max() < 1e-6  # the same pixels: Pillow's bilinear crop, reproduced
     got = page_joints(result, HAND_NAMES)
-    assert np.abs(got - want_joints).max() <= JOINT_GOAL_PX, np.abs(got - want_joints).max()
+    if form == "int8":
+        _, fp32_joints = runner_crop_and_joints(request.getfixturevalue("fp32_artifacts")["tflite"].path, image, box)
+        page_error, python_error = (np.linalg.norm(j - fp32_joints, axis=-1).mean() for j in (got, want_joints))
+        assert page_error <= python_error + JOINT_GOAL_PX, (page_error, python_error)
+    else:
+        assert np.abs(got - want_joints).max() <= JOINT_GOAL_PX, np.abs(got - want_joints).max()
     assert "FPS" in fps and "inference" in fps and result["backend"].startswith("WASM")
     shot = np.asarray(Image.open(tmp_path / PAGE_SCREENSHOT).convert("RGB"))
     assert shot.std() > 20  # a drawn page, not a blank one
