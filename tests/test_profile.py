@@ -307,20 +307,3 @@ def test_anchor_cache_empty_says_how_to_fill_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LAGCHAND_EDGE_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="anchors fetch"):
         anchors.cached_anchors()
-
-
-def test_benchmark_tool_logs_import(tmp_path):
-    from lagchand_edge.profile.session import merged_row
-
-    log = tmp_path / "pixel8_benchmark_model.txt"
-    log.write_text("INFO: Loaded model x.tflite\nINFO: Inference timings in us: Init: 5685, First inference: 18535, "
-                   "Warmup (avg): 14463.5, Inference (avg): 14155.3\n")
-    row = merged_row(log)
-    assert row["record"]["latency_ms"]["mean"] == pytest.approx(14.1553) and row["record"]["load_ms"] == pytest.approx(5.685)
-    runner = tmp_path / "executor_runner.txt"
-    runner.write_text("I 00:00:01.2 executorch:executor_runner.cpp:210] Model executed successfully 20 time(s) in 250.0 ms.\n")
-    assert merged_row(runner)["record"]["latency_ms"]["p50"] == pytest.approx(12.5)
-    junk = tmp_path / "junk.txt"
-    junk.write_text("nothing here")
-    with pytest.raises(UserError, match="neither a device-runner record"):
-        merged_row(junk)

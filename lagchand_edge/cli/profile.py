@@ -27,7 +27,9 @@ def profile(
     warmup: int = typer.Option(10, help="Warm-up runs before timing."),
     runs: int = typer.Option(50, help="Timed runs per series (two series; raised automatically if they disagree by > 10%)."),
     anchor: bool = typer.Option(False, "--anchor", help="Also time MediaPipe's hand_landmark_full/lite (run `anchors fetch` once)."),
-    merge: list[Path] = typer.Option([], help="Device-runner JSON records (from a phone or board) to fold into the report."),
+    merge: list[Path] = typer.Option([], help="Records made on a device, folded into the report: device-runner JSON, "
+                                      "benchmark_model or executor_runner logs, a CSV of Xcode Core ML performance reports, "
+                                      "or a folder of one device's records (named after the device)."),
     checkpoint: Path = typer.Option(None, help="Checkpoint of the eager FP32 model timed alongside; default: the bundled one."),
     no_ops: bool = typer.Option(False, "--no-ops", help="Skip the op-level breakdown."),
     repeat: int = typer.Option(1, help="Time everything N times, every other time in the opposite order; the goals then give each "

@@ -25,7 +25,7 @@ def goals(session: dict) -> dict:
     out: dict = {"int8_speedup_vs_eager": {t: r["speedup_vs_eager"] for t, r in int8.items()}, "speedup_goal": 4.0}
     vs_fp32 = {}
     for target, fast in int8.items():
-        fp32 = min((r for r in ok if r.get("precision") == "fp32" and r["target"] == target and _same_source(r, fast)), key=_p50, default=None)
+        fp32 = min((r for r in ok if r.get("precision") == "fp32" and r["target"] == target and same_source(r, fast)), key=_p50, default=None)
         if fp32:
             vs_fp32[target] = {"int8": fast["artifact"], "fp32": fp32["artifact"], "ratio": _p50(fp32) / _p50(fast)}
     out |= {"int8_speedup_vs_fp32": vs_fp32, "speedup_vs_fp32_goal": 2.0}
@@ -68,7 +68,7 @@ def _fastest(rows) -> dict[str, dict]:
     return fastest
 
 
-def _same_source(a: dict, b: dict) -> bool:
+def same_source(a: dict, b: dict) -> bool:
     """Converted from the same checkpoint, where both manifests say which (foreign files do not)."""
     one, other = (r.get("source", {}).get("checkpoint_sha256") for r in (a, b))
     return one is None or other is None or one == other
@@ -83,9 +83,17 @@ def _num(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _speedup(row: dict) -> str:
+    """A host row's speed-up over the eager model timed here; a device row's over that device's fp32 artifact."""
+    if "speedup_vs_eager" in row:
+        return f"{row['speedup_vs_eager']:.2f}x"
+    device = row.get("speedup_vs_device_fp32")
+    return f"{device['ratio']:.2f}x vs fp32" if device else "-"
+
+
 def table_rows(session: dict) -> list[list[str]]:
     header = ["artifact", "runtime", "precision", "where", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "trimmed mean ms",
-              "speed-up vs eager", "peak RSS +MB", "size MB", "GMACs", "GMAC/s", "status"]
+              "speed-up", "peak RSS +MB", "size MB", "GMACs", "GMAC/s", "status"]
     rows = [header]
     for r in session["results"]:
         if r["status"] != "OK":
@@ -95,8 +103,9 @@ def table_rows(session: dict) -> list[list[str]]:
         size = None if rec.get("size_bytes") is None else rec["size_bytes"] / 1e6
         rows.append([r["artifact"], rec["runtime"], str(r.get("precision")), r["label"], _num(rec.get("load_ms"), ".0f"),
                      _num(rec.get("first_inference_ms"), ".1f"), *(_num(lat.get(k), ".2f") for k in ("p50", "p90", "p99", "trimmed_mean")),
-                     _num(r.get("speedup_vs_eager"), ".2f", "x"), _num(rec.get("peak_rss_increase_mb"), ".0f"), _num(size, ".2f"),
-                     _num(r["macs"] / 1e9 if r.get("macs") else None, ".3f"), _num(gmacs_per_second(r), ".0f"), "OK"])
+                     _speedup(r), _num(rec.get("peak_rss_increase_mb"), ".0f"), _num(size, ".2f"),
+                     _num(r["macs"] / 1e9 if r.get("macs") else None, ".3f"), _num(gmacs_per_second(r), ".0f"),
+                     f"OK: {r['tie_note']}" if r.get("tie_note") else "OK"])
     return rows
 
 
@@ -113,7 +122,8 @@ def _plot_latency(session: dict, path: Path) -> None:
 
 def _accuracy_rows(session: dict, drift: dict) -> list[dict]:
     """Drift-report rows that were profiled here, with their p50 latency attached."""
-    latency = {r["sha256"]: r["record"]["latency_ms"]["p50"] for r in session["results"] if r["status"] == "OK" and r.get("sha256")}
+    latency = {r["sha256"]: r["record"]["latency_ms"]["p50"] for r in session["results"]
+               if r["status"] == "OK" and r.get("sha256") and not r.get("merged")}  # this host's time: a device row may run the same file
     rows = [dict(r, latency_p50_ms=latency[r["sha256"]]) for r in drift.get("artifacts", []) if "accuracy" in r and r.get("sha256") in latency]
     return rows
 

@@ -3,14 +3,13 @@ fresh process with the same threads and input shape, so load time and peak memor
 
 Everything runs through the standalone device runner (`apps/device_runner/device_runner.py`),
 the program users copy to their devices, started by its path like any other program (the
-library does not import the app); its records from devices merge in unchanged.
+library does not import the app); its records from devices merge in unchanged (`device_records`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 from converters import TARGETS, get_target, missing_extra, target_for_file
 from lagchand_edge.artifact import MANIFEST, find_artifacts, read_manifest
 from lagchand_edge.errors import UserError
+from lagchand_edge.profile.device_records import merged_rows, same_device_speedups, tie_to_artifacts
 
 HOST_LABEL = "host proxy"
 DEVICE_RUNNER = Path(__file__).resolve().parents[2] / "apps" / "device_runner" / "device_runner.py"
@@ -95,46 +95,6 @@ def profile_anchor(name: str, path: Path, settings: Settings) -> dict:
             "note": "one hand, 21 keypoints per inference (LAGCHand: two hands, full meshes)"}
 
 
-_BENCHMARK_MODEL = re.compile(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), Warmup \(avg\): ([\d.]+), "
-                              r"Inference \(avg\): ([\d.]+)")
-_EXECUTOR_RUNNER = re.compile(r"Model executed successfully (\d+) time\(s\) in ([\d.]+) ms")
-
-
-def record_from_log(text: str, name: str) -> dict | None:
-    """A latency record from LiteRT's `benchmark_model` or ExecuTorch's `executor_runner` output (means only)."""
-    found = _BENCHMARK_MODEL.search(text)
-    if found:
-        init, first, _, mean = (float(v) / 1000 for v in found.groups())
-        runtime, load = "litert benchmark_model", init
-    else:
-        found = _EXECUTOR_RUNNER.search(text)
-        if not found:
-            return None
-        runs, total = int(found.group(1)), float(found.group(2))
-        runtime, load, first, mean = "executorch executor_runner", None, None, total / max(runs, 1)
-    stats = {"runs": None, "mean": mean, "p50": mean, "note": "the tool reports a mean only; p50 shows that mean"}
-    return {"model": name, "runtime": runtime, "latency_ms": stats, "latencies_ms": [mean], "load_ms": load, "first_inference_ms": first,
-            "sha256": None, "size_bytes": None, "peak_rss_increase_mb": None, "stability": {"note": "not measured by the tool"}}
-
-
-def merged_row(path: Path) -> dict:
-    """A record made on another machine: device-runner JSON, or a benchmark_model / executor_runner log."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        record = json.loads(text)
-        record["latency_ms"]["p50"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        record = record_from_log(text, Path(path).stem)
-        if record is None:
-            raise UserError(f"{path}: neither a device-runner record nor benchmark_model / executor_runner output") from None
-    label = record.get("label") or record.get("host") or Path(path).stem
-    return {"artifact": f"{record['model']}@{label}", "path": str(path), "target": record["runtime"], "precision": "see artifact",
-            "status": "OK", "label": label, "sha256": record.get("sha256"), "record": record, "merged": True}
-
-
 @functools.cache
 def deployed_macs(config: str) -> int:
     """MACs of what an artifact of `config` runs (the training-only heatmap stage left out)."""
@@ -146,14 +106,15 @@ def deployed_macs(config: str) -> int:
 
 def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None = None, anchors: dict[str, Path] | None = None,
                 merge: list[Path] | None = None, progress: Callable[[int], None] | None = None, reverse: bool = False) -> dict:
-    """Profile everything; speed-ups are against the eager FP32 model timed in the same session (none
-    for records merged from other devices). `reverse` times the artifacts and anchors in the opposite order."""
+    """Profile everything; speed-ups are against the eager FP32 model timed in the same session (records
+    merged from other devices: against the same device's fp32 artifact, if any). `reverse` times the artifacts and anchors in the opposite order."""
     if settings.threads < 1:
         raise UserError("--threads must be >= 1")
     if settings.runs < 1:
         raise UserError("--runs must be >= 1")
     artifacts = [(path, *model_file(path)) for path in find_artifacts(paths)]  # every bad path is reported before any timing
-    merged = [merged_row(p) for p in merge or []]
+    merged = [row for p in merge or [] for row in merged_rows(p)]
+    tie_to_artifacts(merged, artifacts)
     jobs = [(profile_artifact, (path, model, manifest, settings)) for path, model, manifest in artifacts]
     jobs += [(profile_anchor, (name, path, settings)) for name, path in (anchors or {}).items()]
     eager = profile_eager(checkpoint, settings)
@@ -174,6 +135,7 @@ def run_session(paths: list[Path], settings: Settings, checkpoint: Path | None =
         if config:
             row["source_macs"] = deployed_macs(config)
         row["macs"] = row.get("source_macs") or (row.get("record") or {}).get("graph_macs")  # a foreign model's from its graph
+    same_device_speedups(merged)
     return {"schema_version": 1, "label": HOST_LABEL, "settings": vars(settings), "machine": {"cpu": eager["record"]["cpu"],
             "platform": eager["record"]["platform"]}, "eager_p50_ms": eager_p50, "results": rows}
 
