@@ -81,8 +81,8 @@ def test_device_logs_are_tied_to_the_artifacts_they_name_and_compared_within_the
 def test_xcode_performance_report_csv_is_tied_by_the_local_package(fp32_artifacts, tmp_path):
     package = fp32_artifacts["coreml"].path / "model.mlpackage"
     report = tmp_path / "iphone.csv"
-    report.write_text(f"model,device,compute_units,prediction_ms,load_ms\n{package},iPhone 15 Pro (iOS 18.1),all,2.41,35.5\n"
-                      f"{package},iPhone 15 Pro (iOS 18.1) CPU,cpuOnly,9.6,\n")
+    report.write_text(f"\ufeffmodel,device,compute_units,prediction_ms,load_ms\n{package},iPhone 15 Pro (iOS 18.1),all,2.41,35.5\n"
+                      f"{package},iPhone 15 Pro (iOS 18.1) CPU,cpuOnly,9.6,\n", encoding="utf-8")  # with a spreadsheet's byte-order mark
     rows = merged_rows(report)
     tie_to_artifacts(rows, [])  # the file it names is here: its own manifest ties it, profiled or not
     first, second = rows

@@ -79,7 +79,7 @@ def records_from_xcode_csv(text: str, source: Path) -> list[dict]:
 def read_records(path: Path) -> list[dict]:
     """Every record in one file made on another device (one per file, except a CSV of Xcode reports)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or 'not text'})") from None
     try:
