@@ -51,13 +51,18 @@ def test_report_pages_load_every_image_and_fit_the_window(fp32_artifacts, tiny_c
     for page, images in (("report.html", 3), ("profile.html", 2)):
         found = rendered_check(out / page, tmp_path)
         assert found["images"] >= images and found["broken"] == [] and found["overflow"] <= 0 and found["clipped"] == 0, (page, found)
-    # the main job's profile also times MediaPipe's models (`--anchor`), whose names are the widest cells
+    # the main job's profile also times MediaPipe's models (`--anchor`), whose names are the widest cells, and rows from devices
     from lagchand_edge.profile.report import write_profile_report
 
     session = json.loads((out / "profile.json").read_text())
     eager = session["results"][0]
     session["results"] += [dict(eager, artifact=f"mediapipe:{name}", precision="float (MediaPipe)", anchor=True)
                            for name in ("hand_landmark_full", "hand_landmark_lite")]
+    device = {k: v for k, v in eager.items() if k != "speedup_vs_eager"} | {"merged": True, "label": "iPhone 15 Pro (iOS 18.1)"}
+    xcode = dict(eager["record"], runtime="coreml (Xcode performance report, cpuAndNeuralEngine)")  # the longest runtime cell
+    session["results"] += [dict(device, artifact="coreml-int8@iPhone 15 Pro (iOS 18.1)", record=xcode,
+                                speedup_vs_device_fp32={"baseline": "coreml-fp32@iPhone 15 Pro (iOS 18.1)", "ratio": 2.5}),
+                           dict(device, artifact="model.tflite@pixel8", label="pixel8", tie_note="no artifact profiled here has its sha256")]
     (tmp_path / "anchors").mkdir()
     write_profile_report(session, tmp_path / "anchors")
     found = rendered_check(tmp_path / "anchors" / "profile.html", tmp_path)
