@@ -178,7 +178,8 @@ class DeployGCN(nn.Module):
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:  # (B*2, n, c)
         # A_hat X stays a linear layer over the node axis (`LinearGCN`): as a batched matmul with the
         # constant graph LiteRT saves its two transposes, but its fp16 and ExecuTorch's int8 then
-        # store the graph in fp32 (+0.45 / +0.7 MB), for no time measured (README, "Deployed form")
+        # store the graph in fp32 (+0.45 / +0.7 MB), for no time measured; as a gather of the <= 9
+        # neighbours (`SparseRows`) every int8 artifact ran 7-9% slower (README, "Deployed form")
         centred = self.linear(F.linear(x.transpose(-1, -2), adjacency).transpose(-1, -2))
         return x + F.silu(self.norm(centred) * self.weight + self.bias)
 
