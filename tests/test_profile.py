@@ -307,3 +307,21 @@ def test_anchor_cache_empty_says_how_to_fill_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LAGCHAND_EDGE_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="anchors fetch"):
         anchors.cached_anchors()
+
+
+def test_the_terminal_table_keeps_every_artifact_name_whole(capsys):
+    """All 16 columns in 160 characters cut every name to "tflite-…"; the terminal shows fewer."""
+    from lagchand_edge.cli.profile import TERMINAL_COLUMNS, show_profile
+    from lagchand_edge.profile.report import goals
+
+    names = ("pytorch-eager-fp32", "tflite-fp32", "tflite-int8", "executorch-fp32", "executorch-int8", "mediapipe:hand_landmark_full")
+    session = {"results": [], "settings": {"threads": 2}, "machine": {"cpu": "cpu"}, "label": "host proxy"}
+    for name in names:
+        row = _row(name, name.split("-")[0], name.rsplit("-")[-1], 10.0, 6e8)
+        row["record"] |= {"runtime": "litert", "load_ms": 20.0, "latency_ms": {"p50": 10.0, "p90": 11.0, "p99": 12.0, "trimmed_mean": 10.1}}
+        session["results"].append(row | {"label": "host proxy"})
+    session["goals"] = goals(session)
+    show_profile(session, Path("out"), False)
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in names) and "…" not in printed
+    assert "p90 ms" in printed and "trimmed mean" not in printed and len(TERMINAL_COLUMNS) < 16

@@ -49,6 +49,10 @@ def profile(
         raise typer.Exit(1)  # like drift: every other row was timed and is in the report, but an artifact could not be
 
 
+#: the latency table's columns that a terminal shows (all 16 cut every name to "tflite-…"); the report has them all
+TERMINAL_COLUMNS = ("artifact", "runtime", "precision", "where", "load ms", "p50 ms", "p90 ms", "speed-up", "size MB", "GMAC/s", "status")
+
+
 def show_profile(session: dict, out: Path, as_json: bool) -> None:
     """The profile in the terminal: the latency table, where the time goes, the goals (or JSON)."""
     from lagchand_edge.profile.report import goal_rows, op_summary, table_rows
@@ -60,10 +64,11 @@ def show_profile(session: dict, out: Path, as_json: bool) -> None:
     rows = table_rows(session)
     title = f"latency, {session['settings']['threads']} threads, {session['machine']['cpu']} ({session['label']}; report: {out / 'profile.html'})"
     table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(column)
+    shown = [i for i, column in enumerate(rows[0]) if column in TERMINAL_COLUMNS]
+    for i in shown:
+        table.add_column(rows[0][i], no_wrap=rows[0][i] == "artifact", overflow="fold")
     for row in rows[1:]:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     stdout.print(table)
     for line in (line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)):
         stdout.print(line, highlight=False, markup=False)  # "[delegated (XNNPACK)]" is text, not a style tag
