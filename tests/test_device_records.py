@@ -31,6 +31,10 @@ def test_benchmark_tool_logs_import(tmp_path):
                       "I 00:00:01.2 executorch:executor_runner.cpp:210] Model executed successfully 20 time(s) in 250.0 ms.\n")
     [record] = read_records(runner)
     assert record["latency_ms"]["p50"] == pytest.approx(12.5) and record["model_path"] == "/data/local/tmp/et/model.pte"
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"latency_ms": {"p50": 3.0}}')
+    with pytest.raises(UserError, match="without the device runner's model, runtime and latency_ms.p50"):
+        read_records(partial)
     junk = tmp_path / "junk.txt"
     junk.write_text("nothing here")
     with pytest.raises(UserError, match="neither a device-runner record"):

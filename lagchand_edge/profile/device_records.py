@@ -84,10 +84,13 @@ def read_records(path: Path) -> list[dict]:
         raise UserError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or 'not text'})") from None
     try:
         record = json.loads(text)
-        record["latency_ms"]["p50"]
+    except json.JSONDecodeError:
+        record = None
+    if isinstance(record, dict):  # a device-runner record: what a row reads of it must be there
+        if not (isinstance(record.get("model"), str) and isinstance(record.get("runtime"), str)
+                and isinstance(record.get("latency_ms"), dict) and isinstance(record["latency_ms"].get("p50"), int | float)):
+            raise UserError(f"{path}: a JSON record without the device runner's model, runtime and latency_ms.p50")
         return [record]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        pass
     header = {name.strip().lower() for name in text.splitlines()[0].split(",")} if text.strip() else set()
     if set(XCODE_COLUMNS) <= header:
         return records_from_xcode_csv(text, Path(path))
