@@ -97,6 +97,9 @@ def test_xcode_performance_report_csv_is_tied_by_the_local_package(fp32_artifact
     bad.write_text("model,device,prediction_ms\nmodel.mlpackage,iPhone,fast\n")
     with pytest.raises(UserError, match=r"bad.csv:2: prediction_ms and load_ms must be numbers"):
         merged_rows(bad)
+    bad.write_text("model,device,prediction_ms,load_ms\n\nmodel.mlpackage,iPhone,2.5,-3\n")  # the error names the file's line
+    with pytest.raises(UserError, match=r"bad.csv:3: .*no negative load_ms"):
+        merged_rows(bad)
     bad.write_text("model,device,prediction_ms\n")
     with pytest.raises(UserError, match="no rows"):
         merged_rows(bad)

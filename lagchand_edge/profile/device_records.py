@@ -56,17 +56,18 @@ def record_from_log(text: str, name: str) -> dict | None:
 def records_from_xcode_csv(text: str, source: Path) -> list[dict]:
     """Records from Xcode's Core ML performance report, one CSV row (model, device, prediction_ms,
     optional load_ms and compute_units) per report."""
-    rows = list(csv.DictReader(io.StringIO(text)))
+    reader = csv.DictReader(io.StringIO(text))
     records = []
-    for line, row in enumerate(rows, start=2):
+    for row in reader:
+        line = reader.line_num
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         try:
             prediction = float(row["prediction_ms"])
             load = float(row["load_ms"]) if row.get("load_ms") else None
         except ValueError:
             raise UserError(f"{source}:{line}: prediction_ms and load_ms must be numbers of milliseconds") from None
-        if not row["model"] or not row["device"] or prediction <= 0:
-            raise UserError(f"{source}:{line}: every row needs a model path, a device name and a prediction_ms above 0")
+        if not row["model"] or not row["device"] or prediction <= 0 or (load is not None and load < 0):
+            raise UserError(f"{source}:{line}: every row needs a model path, a device name, a prediction_ms above 0 (and no negative load_ms)")
         units = f", {row['compute_units']}" if row.get("compute_units") else ""
         record = _record(PurePosixPath(row["model"]).name, f"coreml (Xcode performance report{units})", prediction,
                          "Xcode's report gives the median prediction time", load)
