@@ -151,16 +151,10 @@ def tie_to_artifacts(rows: list[dict], artifacts: list[tuple[Path, Path, dict]])
 def same_device_speedups(rows: list[dict]) -> None:
     """Each tied merged row that is not fp32 against the fastest tied fp32 row of the same device,
     target and checkpoint (`speedup_vs_device_fp32`); none where that device ran no such fp32 artifact."""
-    from lagchand_edge.profile.report import same_source
-
-    def p50(row: dict) -> float:
-        return row["record"]["latency_ms"]["p50"]
+    from lagchand_edge.profile.report import fastest_fp32, p50
 
     tied = [r for r in rows if r.get("merged") and r.get("tied_to")]
     for row in tied:
-        if row["precision"] == "fp32":
-            continue
-        base = min((r for r in tied if r["precision"] == "fp32" and (r["label"], r["target"]) == (row["label"], row["target"])
-                    and same_source(r, row)), key=p50, default=None)
+        base = None if row["precision"] == "fp32" else fastest_fp32([r for r in tied if r["label"] == row["label"]], row)
         if base:
             row["speedup_vs_device_fp32"] = {"baseline": base["artifact"], "ratio": p50(base) / p50(row)}

@@ -13,7 +13,7 @@ from lagchand_edge.plots import figure, plot_scatter, save_figure
 DRIFT_REPORT = "report.json"
 
 
-def _p50(row: dict) -> float:
+def p50(row: dict) -> float:
     return row["record"]["latency_ms"]["p50"]
 
 
@@ -25,16 +25,16 @@ def goals(session: dict) -> dict:
     out: dict = {"int8_speedup_vs_eager": {t: r["speedup_vs_eager"] for t, r in int8.items()}, "speedup_goal": 4.0}
     vs_fp32 = {}
     for target, fast in int8.items():
-        fp32 = min((r for r in ok if r.get("precision") == "fp32" and r["target"] == target and same_source(r, fast)), key=_p50, default=None)
+        fp32 = fastest_fp32(ok, fast)
         if fp32:
-            vs_fp32[target] = {"int8": fast["artifact"], "fp32": fp32["artifact"], "ratio": _p50(fp32) / _p50(fast)}
+            vs_fp32[target] = {"int8": fast["artifact"], "fp32": fp32["artifact"], "ratio": p50(fp32) / p50(fast)}
     out |= {"int8_speedup_vs_fp32": vs_fp32, "speedup_vs_fp32_goal": 2.0}
     anchor = next((r for r in ok if r["artifact"] == "mediapipe:hand_landmark_full"), None)
     if int8 and anchor:
-        best = min(int8.values(), key=_p50)
+        best = min(int8.values(), key=p50)
         # MediaPipe runs its landmark model once per hand: two runs are what LAGCHand's one inference replaces
         for key, runs in (("best_int8_vs_mediapipe_full", 1), ("int8_vs_mediapipe_two_hands", 2)):
-            out[key] = {"artifact": best["artifact"], "ratio": _p50(best) / (runs * _p50(anchor)), "goal": 1.0}
+            out[key] = {"artifact": best["artifact"], "ratio": p50(best) / (runs * p50(anchor)), "goal": 1.0}
             if best.get("macs") and anchor.get("macs"):  # how much of the latency ratio is just more arithmetic
                 out[key]["macs_ratio"] = best["macs"] / (runs * anchor["macs"])
     out["stability"] = {r["artifact"]: r["record"]["stability"]["note"] for r in ok}
@@ -63,20 +63,27 @@ def _fastest(rows) -> dict[str, dict]:
     """The fastest row of each target."""
     fastest: dict[str, dict] = {}
     for r in rows:
-        if r["target"] not in fastest or _p50(r) < _p50(fastest[r["target"]]):
+        if r["target"] not in fastest or p50(r) < p50(fastest[r["target"]]):
             fastest[r["target"]] = r
     return fastest
 
 
-def same_source(a: dict, b: dict) -> bool:
+def _same_source(a: dict, b: dict) -> bool:
     """Converted from the same checkpoint, where both manifests say which (foreign files do not)."""
     one, other = (r.get("source", {}).get("checkpoint_sha256") for r in (a, b))
     return one is None or other is None or one == other
 
 
+def fastest_fp32(rows, like: dict) -> dict | None:
+    """The fastest fp32 row among `rows` of `like`'s target, converted from the same checkpoint:
+    the same-runtime baseline an int8 row's speed-up is taken against."""
+    return min((r for r in rows if r.get("precision") == "fp32" and r["target"] == like["target"] and _same_source(r, like)),
+               key=p50, default=None)
+
+
 def gmacs_per_second(row: dict) -> float | None:
     """Arithmetic throughput: MACs per inference over the p50 (how much of the time is arithmetic)."""
-    return row["macs"] / 1e9 / (_p50(row) / 1e3) if row.get("macs") and row["status"] == "OK" else None
+    return row["macs"] / 1e9 / (p50(row) / 1e3) if row.get("macs") and row["status"] == "OK" else None
 
 
 def _num(value, spec: str, suffix: str = "") -> str:
