@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchao.quantization.pt2e.quantizer import Quantizer
 
-from calibration.mixed_precision import ScopedQuantizer, calibrate, combine
+from calibration.mixed_precision import ANNOTATION, ScopedQuantizer, calibrate, combine
 from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
 from converters.recipe import ConversionError, Recipe
 
@@ -69,15 +70,66 @@ def ptq_quantizer(plan: Int8Plan, observer: str = "histogram"):
     """XNNPACKQuantizer's static W8A8 inside the plan's static modules (QAT starts from its calibration)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
-    return ScopedQuantizer(XNNPACKQuantizer().set_global(quantization_config(observer)), exclude=plan.not_static, only=plan.static)
+    config = quantization_config(observer)
+    static = combine([Int8SiLU(config), XNNPACKQuantizer().set_global(config)])
+    return ScopedQuantizer(static, exclude=plan.not_static, only=plan.static)
 
 
 def qat_quantizer(plan: Int8Plan):
     """XNNPACKQuantizer's scheme with fake quantization, static W8A8 inside the plan's static modules."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    static = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    static = combine([Int8SiLU(config), XNNPACKQuantizer().set_global(config)])
     return ScopedQuantizer(static, exclude=plan.not_static, only=plan.static)
+
+
+class Int8SiLU(Quantizer):
+    """Annotates each SiLU's sigmoid and product (`_silu_as_sigmoid_product`) for XNNPACK's int8
+    kernels; XNNPACKQuantizer leaves sigmoids float. The sigmoid's output is on the fixed grid
+    its kernel requires (scale 1/256, zero point -128: [0, 1) in 256 steps) and the product
+    reads it on that grid (its own observer there would add a requantizing `Convert`).
+    `_partitioner` lets the delegate take the int8 sigmoid."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationAnnotation, SharedQuantizationSpec
+
+        unit = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1 / 256, zero_point=-128, quant_min=-128, quant_max=127,
+                                            qscheme=torch.per_tensor_affine)
+        activation = self.config.input_activation
+        for sigmoid in model.graph.nodes:
+            if sigmoid.target != torch.ops.aten.sigmoid.default or ANNOTATION in sigmoid.meta:
+                continue
+            x = sigmoid.args[0]
+            sigmoid.meta[ANNOTATION] = QuantizationAnnotation(input_qspec_map={x: activation}, output_qspec=unit, _annotated=True)
+            for product in sigmoid.users:
+                if product.target == torch.ops.aten.mul.Tensor and set(product.args) == {x, sigmoid} and ANNOTATION not in product.meta:
+                    product.meta[ANNOTATION] = QuantizationAnnotation(
+                        input_qspec_map={x: activation, sigmoid: SharedQuantizationSpec(sigmoid)},
+                        output_qspec=self.config.output_activation, _annotated=True)
+        return model
+
+    def validate(self, model: torch.fx.GraphModule) -> None:
+        pass
+
+
+def _partitioner():
+    """XNNPACK's partitioner, with sigmoid taken in int8 too (its config lists fp32 only in
+    ExecuTorch 1.5.1, though the kernel and the serialisation take int8; `Int8SiLU`)."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import SigmoidConfig
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class Int8SigmoidConfig(SigmoidConfig):
+        def supported_precision_types(self) -> list:
+            return [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+    return XnnpackPartitioner(configs=[Int8SigmoidConfig if config is SigmoidConfig else config for config in ALL_PARTITIONER_CONFIGS])
 
 
 def qat_scheme() -> str:
@@ -86,9 +138,30 @@ def qat_scheme() -> str:
 
 
 def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """The graph PT2E quantizes: derived constants as parameters, nearest upsampling as copies."""
+    """The graph PT2E quantizes: derived constants as parameters, nearest upsampling as copies,
+    SiLU as its sigmoid and product."""
     exported = torch.export.export(_constants_as_parameters(model), (example,))
-    return _nearest_upsampling_as_copies(exported.module())
+    return _silu_as_sigmoid_product(_nearest_upsampling_as_copies(exported.module()))
+
+
+def _silu_as_sigmoid_product(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite each SiLU as x * sigmoid(x), the ops ExecuTorch lowers it to anyway, before
+    quantization rather than after: between int8 layers both then run int8 in XNNPACK (the
+    sigmoid with its fixed output grid, `Int8SiLU`), where a SiLU left whole ran fp32 between
+    a dequantize and a quantize `Convert`."""
+    aten, graph = torch.ops.aten, module.graph
+    for node in list(graph.nodes):
+        if node.target != aten.silu.default:
+            continue
+        with graph.inserting_before(node):
+            sigmoid = graph.call_function(aten.sigmoid.default, (node.args[0],))
+            product = graph.call_function(aten.mul.Tensor, (node.args[0], sigmoid))
+        sigmoid.meta, product.meta = dict(node.meta), dict(node.meta)  # module stack (plans scope by it), value
+        node.replace_all_uses_with(product)
+        graph.erase_node(node)
+    graph.lint()
+    module.recompile()
+    return module
 
 
 def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -202,7 +275,6 @@ def delegation_summary(edge_program) -> dict:
 
 
 def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     if recipe.qat is not None:
@@ -214,7 +286,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
         if recipe.precision == "int8":
             module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
     exported = torch.export.export(_layer_norm_as_xnnpack_ops(module), (example,))
-    edge = to_edge_transform_and_lower(_without_provenance(exported), partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(_without_provenance(exported), partitioner=[_partitioner()])
     summary = delegation_summary(edge.exported_program())
     program = edge.to_executorch()
     (out_dir / MODEL_FILE).write_bytes(program.buffer)

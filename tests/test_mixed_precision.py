@@ -9,6 +9,7 @@ from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
 from converters import TARGETS, get_target
 from converters.executorch import quantization_config, quantize_pt2e
 from converters.tflite import scope_regex
+from lagchand_edge.artifact import read_manifest
 from lagchand_edge.checkpoint import load_checkpoint
 from lagchand_edge.model import DeployModel
 
@@ -147,3 +148,27 @@ def test_minmax_observer_gives_the_calibration_range_and_histogram_a_clipped_one
     pairs = list(zip(scales["minmax"], scales["histogram"], strict=True))
     assert sum(abs(a - b) > 1e-3 * a for a, b in pairs) > len(pairs) // 2  # the observers disagree on most tensors
     assert sum(a >= b * (1 - 1e-6) for a, b in pairs) > 0.9 * len(pairs)  # and min-max covers the whole range
+
+
+def test_silus_between_int8_layers_run_as_int8_sigmoid_and_product(tiny_checkpoint, int8_artifacts):
+    """In ExecuTorch's static int8 scopes each SiLU is an int8 sigmoid (the fixed [0, 1) grid
+    XNNPACK's kernel needs) and an int8 product, so no dequantize/quantize pair surrounds it; in
+    the float-activation scope it stays fp32. The lowered artifact runs every one in XNNPACK."""
+    from converters.executorch import quantizable_graph
+
+    deploy, _, images = _exported(tiny_checkpoint)
+    plan = get_target("executorch").INT8_PLAN
+    quantized = quantize_pt2e(quantizable_graph(deploy, images[:1]), images, plan)
+    sigmoids = [n for n in quantized.graph.nodes if n.target == torch.ops.aten.sigmoid.default]
+    assert not [n for n in quantized.graph.nodes if n.target == torch.ops.aten.silu.default]
+    int8 = set(_int8_ops(quantized))
+    in_static = [n for n in sigmoids if _inside(n, "model.encoder") or _inside(n, "model.compact")]
+    assert in_static and all(n in int8 for n in in_static)
+    for node in in_static:
+        (output,) = node.users
+        assert output.args[1:3] == (1 / 256, -128)
+        products = [user for dequantized in output.users for user in dequantized.users]
+        assert products and all(p.target == torch.ops.aten.mul.Tensor and p in int8 for p in products)
+    assert not [n for n in sigmoids if _inside(n, "model.graph") and n in int8]
+    portable = read_manifest(int8_artifacts["executorch"].path)["recipe"]["delegation"]["portable_ops"]
+    assert not [op for op in portable if "sigmoid" in op or "quantize" in op]
