@@ -4,6 +4,7 @@ per-channel symmetric weights, static activations)."""
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -187,43 +188,46 @@ def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.Grap
 def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Rewrite each `layer_norm` as centre, square, mean, rsqrt and scale in forms XNNPACK takes:
     it has no layer norm, and the portable kernel split the graph into partitions with transposes
-    and conversions at every seam. XNNPACK averages only over (H, W) of 4-D tensors, so a mean over
-    the last dim is a linear layer with weights 1/C and one over (C, H, W) a 1x1 convolution with
-    weights 1/C, then a global average pool; a 3-D tensor normalised over all its axes (the
-    encoder's tokens at batch 1) takes that path as a 4-D view. (Averaging a (B, 1, P*N, d) view
-    over its last two axes instead measured 7% slower on the whole model.) Run after quantization:
-    these ops stay fp32 (int8 variances round to 0)."""
+    and conversions at every seam. Every mean is a linear layer with weights 1/n, which XNNPACK
+    runs on row-major data as it is: over the last dim one layer; over a whole sample (the
+    encoder's token norms, over (P, N, d) at batch 1) one over the rows' d values and one over
+    the P*N row means. XNNPACK's own mean takes only (H, W) of a channels-last 4-D tensor, and
+    the form built on it (a 1x1 convolution with weights 1/C, then a global average pool) cost
+    four transposes and two reduces per token norm, 72 of the int8 artifact's transposes; it is
+    left for (C, H, W) norms of a batch above 1. Run after quantization: these ops stay fp32
+    (int8 variances round to 0)."""
     aten, graph = torch.ops.aten, module.graph
 
     def call(op, *args):
         return graph.call_function(op, args)
 
-    def mean(t: torch.fx.Node, shape: list[int]) -> torch.fx.Node:
-        """keepdim mean over the normalised dims: the last one, or (C, H, W) of a 4-D tensor"""
-        weight_shape = (1, shape[0]) if len(shape) == 1 else (1, shape[0], 1, 1)
+    def average(n: int, weight_shape: tuple[int, ...]) -> torch.fx.Node:
         name = f"_mean_over_{'_'.join(map(str, weight_shape))}"
         if not hasattr(module, name):
-            module.register_parameter(name, torch.nn.Parameter(torch.full(weight_shape, 1.0 / shape[0]), requires_grad=False))
+            module.register_parameter(name, torch.nn.Parameter(torch.full(weight_shape, 1.0 / n), requires_grad=False))
+        return graph.get_attr(name)
+
+    def mean(t: torch.fx.Node, shape: list[int], full: list[int]) -> torch.fx.Node:
+        """keepdim mean of `t` (shape `full`) over its last len(shape) dims"""
         if len(shape) == 1:
-            return call(aten.linear.default, t, graph.get_attr(name))
-        return call(aten.mean.dim, call(aten.conv2d.default, t, graph.get_attr(name)), [2, 3], True)
+            return call(aten.linear.default, t, average(shape[0], (1, shape[0])))
+        rows = math.prod(full[:-1])
+        if rows == math.prod(shape[:-1]):  # one sample: the whole tensor; the (1, 1) mean broadcasts over it
+            row_means = call(aten.linear.default, t, average(shape[-1], (1, shape[-1])))
+            return call(aten.linear.default, call(aten.view.default, row_means, [1, rows]), average(rows, (1, rows)))
+        return call(aten.mean.dim, call(aten.conv2d.default, t, average(shape[0], (1, shape[0], 1, 1))), [2, 3], True)
 
     for node in list(graph.nodes):
         if node.target != aten.layer_norm.default:
             continue
         x, shape, weight, bias, eps = (list(node.args) + [None, None, 1e-5])[:5]
-        rank = len(node.meta["val"].shape)  # the output's shape: an input from a PT2E dequantize has none
-        if len(shape) != 1 and not (len(shape) == 3 and rank in (3, 4)):
+        full = list(node.meta["val"].shape)  # the output's shape: an input from a PT2E dequantize has none
+        if len(shape) != 1 and not (len(shape) == 3 and (len(full) == 4 or math.prod(full) == math.prod(shape))):
             continue
-        whole_tensor = len(shape) == 3 and rank == 3
         with graph.inserting_before(node):
-            if whole_tensor:
-                x = call(aten.view.default, x, [1, *shape])
-            centred = call(aten.sub.Tensor, x, mean(x, shape))
-            variance = mean(call(aten.mul.Tensor, centred, centred), shape)
+            centred = call(aten.sub.Tensor, x, mean(x, shape, full))
+            variance = mean(call(aten.mul.Tensor, centred, centred), shape, full)
             out = call(aten.mul.Tensor, centred, call(aten.rsqrt.default, call(aten.add.Tensor, variance, eps)))
-            if whole_tensor:
-                out = call(aten.view.default, out, list(shape))
             if weight is not None:
                 out = call(aten.mul.Tensor, out, weight)
             if bias is not None:
