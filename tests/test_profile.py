@@ -321,7 +321,12 @@ def test_the_terminal_table_keeps_every_artifact_name_whole(capsys):
         row["record"] |= {"runtime": "litert", "load_ms": 20.0, "latency_ms": {"p50": 10.0, "p90": 11.0, "p99": 12.0, "trimmed_mean": 10.1}}
         session["results"].append(row | {"label": "host proxy"})
     session["goals"] = goals(session)
+    reason = "CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference interpreter, not a speed proxy"
+    session["results"] += [{"artifact": f"coreml-{p}", "target": "coreml", "precision": p, "label": "host proxy", "status": "SKIPPED",
+                            "reason": reason} for p in ("fp32", "int8")]
     show_profile(session, Path("out"), False)
     printed = capsys.readouterr().out
-    assert all(name in printed for name in names) and "…" not in printed
+    assert all(name in printed for name in names + ("coreml-fp32", "coreml-int8")) and "…" not in printed
     assert "p90 ms" in printed and "trimmed mean" not in printed and len(TERMINAL_COLUMNS) < 16
+    # a skipped row's reason is a note under the table, once for the rows that share it, not a column of one word a line
+    assert printed.count("SKIPPED (note 1)") == 2 and printed.count("note 1: " + reason) == 1

@@ -67,9 +67,14 @@ def show_profile(session: dict, out: Path, as_json: bool) -> None:
     shown = [i for i, column in enumerate(rows[0]) if column in TERMINAL_COLUMNS]
     for i in shown:
         table.add_column(rows[0][i], no_wrap=rows[0][i] == "artifact", overflow="fold")
+    reasons: dict[str, int] = {}  # a reason is a sentence: in the cell it took a line per word, and repeated per row
     for row in rows[1:]:
-        table.add_row(*(row[i] for i in shown))
+        status, _, reason = row[-1].partition(": ")
+        cell = f"{status} (note {reasons.setdefault(reason, len(reasons) + 1)})" if reason else status
+        table.add_row(*(row[i] for i in shown[:-1]), cell)
     stdout.print(table)
+    for reason, number in reasons.items():
+        stdout.print(f"note {number}: {reason}", highlight=False, markup=False)
     for line in (line for r in session["results"] if r["status"] == "OK" for line in op_summary(r)):
         stdout.print(line, highlight=False, markup=False)  # "[delegated (XNNPACK)]" is text, not a style tag
     for goal, measured, target, _ in goal_rows(session["goals"])[1:]:
