@@ -9,6 +9,7 @@ alone; the second number says how much keeping that one module in float would re
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -38,16 +39,16 @@ def layer_sensitivity(model: LAGCHand, calibration: torch.Tensor, images: torch.
                       modules: tuple[str, ...] | list[str] = SENSITIVITY_MODULES, progress: Callable[[int], None] | None = None) -> dict:
     """Rank `modules` by the int8 drift each causes; `images` (N,3,H,W) with GT joints (N,2,21,3) mm."""
     from calibration.plans import Int8Plan
-    from converters.executorch import quantize_pt2e
+    from converters.executorch import quantizable_graph, quantize_pt2e
 
     deploy = DeployModel(model).eval()
-    exported = torch.export.export(deploy, (images[:1].contiguous(),))
+    graph = quantizable_graph(deploy, images[:1].contiguous())  # the graph `convert` quantizes (SiLUs split, as deployed)
     with torch.no_grad():
         reference = HandPrediction.from_outputs(deploy(images))
     reference_mpjpe = float(aligned_errors(reference.joints, gt_joints)[0].mean())
 
     def score(**selection) -> tuple[float, float]:
-        quantized = quantize_pt2e(exported.module(), calibration, **selection)
+        quantized = quantize_pt2e(copy.deepcopy(graph), calibration, **selection)
         with torch.no_grad():  # the exported program has the deployed static shape: batch 1
             outputs = [quantized(image[None]) for image in images]
             prediction = HandPrediction.from_outputs([torch.cat(parts) for parts in zip(*outputs, strict=True)])
