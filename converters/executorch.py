@@ -211,8 +211,8 @@ def _layer_norm_as_xnnpack_ops(module: torch.fx.GraphModule) -> torch.fx.GraphMo
         """keepdim mean of `t` (shape `full`) over its last len(shape) dims"""
         if len(shape) == 1:
             return call(aten.linear.default, t, average(shape[0], (1, shape[0])))
-        rows = math.prod(full[:-1])
-        if rows == math.prod(shape[:-1]):  # one sample: the whole tensor; the (1, 1) mean broadcasts over it
+        if math.prod(full) == math.prod(shape):  # one sample: the whole tensor; the (1, 1) mean broadcasts over it
+            rows = math.prod(full[:-1])
             row_means = call(aten.linear.default, t, average(shape[-1], (1, shape[-1])))
             return call(aten.linear.default, call(aten.view.default, row_means, [1, rows]), average(rows, (1, rows)))
         return call(aten.mean.dim, call(aten.conv2d.default, t, average(shape[0], (1, shape[0], 1, 1))), [2, 3], True)

@@ -68,10 +68,12 @@ def show_profile(session: dict, out: Path, as_json: bool) -> None:
     for i in shown:
         table.add_column(rows[0][i], no_wrap=rows[0][i] == "artifact", overflow="fold")
     reasons: dict[str, int] = {}  # a reason is a sentence: in the cell it took a line per word, and repeated per row
+    status_at = rows[0].index("status")
     for row in rows[1:]:
-        status, _, reason = row[-1].partition(": ")
-        cell = f"{status} (note {reasons.setdefault(reason, len(reasons) + 1)})" if reason else status
-        table.add_row(*(row[i] for i in shown[:-1]), cell)
+        status, _, reason = row[status_at].partition(": ")
+        if reason:
+            row[status_at] = f"{status} (note {reasons.setdefault(reason, len(reasons) + 1)})"
+        table.add_row(*(row[i] for i in shown))
     stdout.print(table)
     for reason, number in reasons.items():
         stdout.print(f"note {number}: {reason}", highlight=False, markup=False)
