@@ -278,6 +278,25 @@ def test_executorch_layer_norm_rewrite_keeps_the_outputs_and_leaves_xnnpack_noth
         assert not [op for op in portable if "layer_norm" in op or "expand" in op]
 
 
+def test_executorch_int8_tables_are_cast_inside_the_delegate(tiny_checkpoint, int8_artifacts):
+    from converters.executorch import _int8_casts_as_dequantize
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.model import DeployModel
+
+    model = DeployModel(load_checkpoint(tiny_checkpoint), int8_embeddings=True).eval()
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    module = torch.export.export(model, (image,)).module()
+    casts = [n for n in module.graph.nodes if n.target in (torch.ops.aten.to.dtype, torch.ops.aten._to_copy.default)]
+    before = module(image)
+    rewritten = _int8_casts_as_dequantize(module)
+    dequantized = [n for n in rewritten.graph.nodes if n.target == torch.ops.quantized_decomposed.dequantize_per_tensor.default]
+    assert len(casts) == len(dequantized) == 6  # three vertex and three image embedding tables
+    for expected, got in zip(before, rewritten(image), strict=True):
+        assert torch.equal(expected, got)
+    # the artifact: no portable cast left running on every call
+    portable = read_manifest(int8_artifacts["executorch"].path)["recipe"]["delegation"]["portable_ops"]
+    assert not [op for op in portable if "dim_order" in op]
+
 def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):
     import converters.executorch
     import lagchand_edge.convert as conversion
