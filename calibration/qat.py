@@ -49,7 +49,7 @@ from lagchand_edge.model import DeployModel, LAGCHand
 from lagchand_edge.train.loop import load_optimizer, optimizer_path, save_optimizer
 from lagchand_edge.train.targets import lr_at
 
-FORMAT = "lagchand-edge-qat/2"  # /1 trained a batch-generic graph that no longer loads
+FORMAT = "lagchand-edge-qat/3"  # /1 trained a batch-generic graph; /2 widened the graph per child (no longer loads)
 #: the camera's scale is ~2 and its offsets ~0.1 (normalised): weighted to count like millimetres
 CAMERA_WEIGHT = 100.0
 #: the unaligned outputs' share of the distillation loss, beside the gate's aligned ones

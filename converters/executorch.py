@@ -166,9 +166,12 @@ def _silu_as_sigmoid_product(module: torch.fx.GraphModule) -> torch.fx.GraphModu
 
 
 def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Rewrite 2x nearest upsampling (the heatmap module's) as two stack + reshape pairs, the same
+    """Rewrite 2x nearest upsampling (the heatmap module's) as stack + reshape pairs, the same
     values: XNNPACK takes no `upsample_nearest2d`, and its portable kernel with the dim-order
-    copies around it was a large share of the int8 model's time (README, Measured)."""
+    copies around it was a large share of the int8 model's time (README, Measured). The rows are
+    doubled from two separately widened copies: a stack of one tensor with itself lowers to a
+    concatenation of one input, which XNNPACK's partitioner refuses (a portable kernel between
+    two delegates)."""
     aten, graph = torch.ops.aten, module.graph
     for node in list(graph.nodes):
         if node.target != aten.upsample_nearest2d.vec or node.args[1] is not None or list(node.args[2]) != [2.0, 2.0]:
@@ -176,8 +179,9 @@ def _nearest_upsampling_as_copies(module: torch.fx.GraphModule) -> torch.fx.Grap
         x = node.args[0]
         _, c, h, w = x.meta["val"].shape
         with graph.inserting_before(node):
-            wide = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([x, x], -1)), [-1, c, h, 2 * w]))
-            tall = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, ([wide, wide], 3)), [-1, c, 2 * h, 2 * w]))
+            pairs = [graph.call_function(aten.stack.default, ([x, x], -1)) for _ in range(2)]
+            wide = [graph.call_function(aten.reshape.default, (pair, [-1, c, h, 2 * w])) for pair in pairs]
+            tall = graph.call_function(aten.reshape.default, (graph.call_function(aten.stack.default, (wide, 3)), [-1, c, 2 * h, 2 * w]))
         node.replace_all_uses_with(tall)
         graph.erase_node(node)
     graph.lint()

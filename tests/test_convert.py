@@ -297,6 +297,15 @@ def test_executorch_int8_tables_are_cast_inside_the_delegate(tiny_checkpoint, in
     portable = read_manifest(int8_artifacts["executorch"].path)["recipe"]["delegation"]["portable_ops"]
     assert not [op for op in portable if "dim_order" in op]
 
+
+def test_executorch_graphs_concatenate_no_tensor_with_itself(fp32_artifacts, int8_artifacts):
+    """XNNPACK's partitioner refuses a concatenation of one tensor repeated, which then runs as a
+    portable kernel that splits the delegate: the deployed form and the upsampling rewrite write none."""
+    for artifacts in (fp32_artifacts, int8_artifacts):
+        delegation = read_manifest(artifacts["executorch"].path)["recipe"]["delegation"]
+        assert not [op for op in delegation["portable_ops"] if "cat" in op or "stack" in op]
+
+
 def test_an_artifact_that_fails_in_its_runtime_leaves_nothing_behind(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):
     import converters.executorch
     import lagchand_edge.convert as conversion

@@ -17,6 +17,9 @@ re-packing its parameters, so checkpoints are unchanged and the mapping is teste
   the query weights, keys and values are one linear layer and one head split.
 - The cross-hand injection (eqs. 9-10) is one batched matmul of a 2x2 mixing matrix with the
   two hands.
+- No concatenation repeats a tensor (ExecuTorch's XNNPACK partitioner refuses those and runs
+  them as portable kernels between delegates): the binary-tree upsampling is one linear layer
+  with the widening weights twice over, and each hand's image tokens come from their own add.
 """
 
 from __future__ import annotations
@@ -250,7 +253,10 @@ class DeployLinearGraph(nn.Module):
         self.grid = graph.grid
         for name, buffer in graph.named_buffers(recurse=False):
             self.register_buffer(name, buffer, persistent=False)
-        self.to_mesh, self.init, self.widen, self.head = graph.to_mesh, graph.init, graph.widen, graph.head
+        self.to_mesh, self.init, self.head = graph.to_mesh, graph.init, graph.head
+        # binary-tree upsampling (`LinearGraph._children`) and widening as one layer: both children of
+        # node i get W x_i + b, i.e. (W; W) x_i + (b; b) read as two rows
+        self.widen = nn.ModuleList([_linear(torch.cat([w.weight, w.weight]), torch.cat([w.bias, w.bias])) for w in graph.widen])
         self.vertex_embed, self.image_embed = graph.vertex_embed, graph.image_embed
         self.blocks = nn.ModuleList([DeployGraphLevel(block) for block in graph.blocks])
 
@@ -259,9 +265,10 @@ class DeployLinearGraph(nn.Module):
         factor = bound.shape[-1] // self.grid
         pooled = F.avg_pool2d(bound, factor) if factor > 1 else bound
         batch, c = pooled.shape[:2]
-        tokens = pooled.permute(0, 2, 3, 1).reshape(batch, self.grid * self.grid, c) + self.image_embed[t]
-        if batch == 1:
-            return torch.cat([tokens, tokens], dim=0)
+        flat, embed = pooled.permute(0, 2, 3, 1).reshape(batch, self.grid * self.grid, c), self.image_embed[t]
+        if batch == 1:  # each hand's copy from its own add (TFLite's converter merges the two again)
+            return torch.cat([flat + embed, flat + embed])
+        tokens = flat + embed
         return torch.cat([tokens, tokens], dim=1).reshape(batch * 2, self.grid * self.grid, c)
 
     @staticmethod
@@ -275,9 +282,9 @@ class DeployLinearGraph(nn.Module):
         for t, block in enumerate(self.blocks):
             x = block(x, getattr(self, f"adjacency{t}"), self._image_tokens(bound[t], t))
             if t + 1 < len(self.blocks):
-                rows, n, c = x.shape  # binary-tree upsampling (`LinearGraph._children`)
-                children = torch.cat([x, x], dim=-1).reshape(rows, 2 * n, c)
-                x = self.widen[t](children) + self._per_hand(self.vertex_embed[t + 1], batch)
+                rows, n, _ = x.shape
+                children = self.widen[t](x).reshape(rows, 2 * n, -1)
+                x = children + self._per_hand(self.vertex_embed[t + 1], batch)
         # hands back on their own axis before the head: a reshape after it would share the head's int8
         # output spec, which PT2E cannot resolve when the head alone stays float (`--keep-float`)
         return self.to_mesh(self.head(x.reshape(batch, 2, -1, x.shape[-1])))
