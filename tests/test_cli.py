@@ -1,8 +1,10 @@
 """The command line as a user meets it: real subprocesses, real exit codes, no tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,15 +125,16 @@ def test_train_with_the_aligned_loss_and_the_edge_loss_from_the_start(synth_trai
     assert out.read_bytes() == kept  # like every other command, train replaces its output only with --force
 
 
-def test_internal_errors_are_one_line_with_the_traceback_in_a_file():
+def test_internal_errors_are_one_line_with_the_traceback_in_a_file(tmp_path):
     code = ("import sys\nfrom lagchand_edge import cli\n@cli.app.command('boom')\ndef boom():\n    raise RuntimeError('a bug deep inside')\n"
             "sys.argv = ['lagchand-edge', 'boom']\ncli.main()")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = os.environ | {"TMPDIR": str(tmp_path)}  # the traceback file goes to the temp folder: this test's, not the machine's
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     line = (result.stdout + result.stderr).strip()
     assert line.startswith("internal error: RuntimeError: a bug deep inside (full traceback: ") and "\n" not in line
-    saved = line.split("full traceback: ")[1].rstrip(")")
-    assert 'in boom\nRuntimeError: a bug deep inside' in open(saved).read()
+    saved = Path(line.split("full traceback: ")[1].rstrip(")"))
+    assert saved.parent == tmp_path and 'in boom\nRuntimeError: a bug deep inside' in saved.read_text()
 
 
 def test_sigterm_leaves_no_half_written_output(tmp_path):

@@ -20,12 +20,14 @@ ONE_THREAD = os.environ | {"OMP_NUM_THREADS": "1"}  # torchrun's default per ran
 PER_RUN = {"timing", "machine"}  # what differs between any two runs: seconds and where it ran
 
 
-def _cli(*args, launcher=(sys.executable, "-m", "lagchand_edge")) -> subprocess.CompletedProcess:
-    return subprocess.run([*launcher, *map(str, args)], capture_output=True, text=True, env=ONE_THREAD, timeout=600)
+def _cli(*args, launcher=(sys.executable, "-m", "lagchand_edge"), env=ONE_THREAD) -> subprocess.CompletedProcess:
+    return subprocess.run([*launcher, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-def _torchrun(*args) -> subprocess.CompletedProcess:
-    return _cli(*args, launcher=(TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "lagchand_edge"))
+def _torchrun(temp: Path, *args) -> subprocess.CompletedProcess:
+    """torchrun with its rendezvous folders (torchelastic_*, left behind) in the test's `temp`, not the machine's."""
+    return _cli(*args, launcher=(TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "lagchand_edge"),
+                env=ONE_THREAD | {"TMPDIR": str(temp)})
 
 
 def _without_timings(report: dict) -> dict:
@@ -78,14 +80,14 @@ def test_torchrun_drift_and_evaluate_equal_one_process(fp32_artifacts, tiny_chec
     artifact = fp32_artifacts["executorch"].path
     common = [artifact, "--checkpoint", tiny_checkpoint, "--data", synth64, "--worst-k", "2"]
     one = _cli("drift", *common, "--out", tmp_path / "one")
-    two = _torchrun("drift", *common, "--out", tmp_path / "two")
+    two = _torchrun(tmp_path, "drift", *common, "--out", tmp_path / "two")
     assert one.returncode == two.returncode == 0, two.stderr[-2000:]
     single, launched = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("one", "two"))
     assert launched["data"]["samples"] == 64 and launched["machine"]["ranks"] == 2
     assert _without_timings(launched) == _without_timings(single)  # bit for bit: every tally, every worst sample
     assert "Throughput (samples/s per process): reading" in two.stdout
     evaluate = ["evaluate", "--data", synth64, "--checkpoint", tiny_checkpoint, "--batch-size", "8", "--json"]
-    one, two = _cli(*evaluate), _torchrun(*evaluate)
+    one, two = _cli(*evaluate), _torchrun(tmp_path, *evaluate)
     assert one.returncode == two.returncode == 0 and json.loads(two.stdout) == json.loads(one.stdout), two.stderr[-2000:]
 
 
@@ -97,7 +99,7 @@ def test_a_failing_rank_fails_the_run_with_its_record_named(fp32_artifacts, tiny
     subprocess.run(["cp", "-r", synth64, broken], check=True)
     record = InterHandDataset(broken, "test").records[50]  # rank 1's block of 64 samples in batches of 8
     record.image_path.write_bytes(b"not a jpeg")
-    done = _torchrun("drift", fp32_artifacts["executorch"].path, "--checkpoint", tiny_checkpoint, "--data", broken, "--strict",
+    done = _torchrun(tmp_path, "drift", fp32_artifacts["executorch"].path, "--checkpoint", tiny_checkpoint, "--data", broken, "--strict",
                      "--out", tmp_path / "out")
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]  # said once, by rank 0
