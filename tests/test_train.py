@@ -51,7 +51,7 @@ def test_training_is_deterministic_resumable_and_loader_independent(synth_train_
 
 def test_torchrun_ddp_with_two_cpu_processes(synth_train_root, tmp_path):
     out = tmp_path / "ddp.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun's rendezvous folders stay in the test's
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
          "-m", "lagchand_edge", "train", "--data", str(synth_train_root), "--out", str(out), "--config", "tiny",
