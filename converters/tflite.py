@@ -4,9 +4,12 @@ Found on this stack: litert-torch's PT2E int8 path fails in its NHWC layout pass
 model ("Attempting to convert non-NHWC compatible node to NHWC: dequantize_per_tensor"), so
 fp16 and int8 go through Google's AI Edge Quantizer on the fp32 .tflite instead
 (float_casting for fp16; for int8 static_wi8_ai8 with our calibration images, overridden per
-module scope by the int8 plan). The int8 model keeps float32 inputs and outputs (the quantizer adds
-the quantize and dequantize ops); the runner still quantizes and dequantizes from the tensor
-details, for foreign `.tflite` files with int8 I/O.
+module scope by the int8 plan). Its activation ranges are a moving average of each calibration
+image's min and max; `--observer histogram` replaces them with a histogram observer's, as
+ExecuTorch's XNNPACK quantizer calibrates (`calibration.activation_ranges`). The int8 model
+keeps float32 inputs and outputs (the quantizer adds the quantize and dequantize ops); the
+runner still quantizes and dequantizes from the tensor details, for foreign `.tflite` files
+with int8 I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch-free at import: `Runner` serves the predict app on devices without torch
     import torch
 
+from calibration.activation_ranges import histogram_ranges
 from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
 from converters.recipe import ConversionError, Recipe
 
@@ -34,11 +38,15 @@ MODEL_FILE = "model.tflite"
 EXTRA = "tflite"  # pip install 'lagchand-edge[tflite]'
 CONVERT_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")  # import names: what converting needs
 RUN_PACKAGES = ("ai_edge_litert",)  # what running an artifact needs (the predict app on a device: this alone)
-#: AI Edge Quantizer calibrates min-max, which the outliers of the encoder's transformer stages
-#: (layers 2-4) do not survive: they keep float activations here (measured: README, "The int8 plan").
+#: The outliers of the encoder's transformer stages (layers 2-4) cost accuracy in W8A8, with min-max
+#: or histogram ranges, and static int8 there bought no time: they keep float activations here
+#: (measured: README, "The int8 plan").
 INT8_PLAN = replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.2", "model.encoder.layers.3", "model.encoder.layers.4",
                                                           "model.graph"))
-OBSERVERS = ()  # AI Edge Quantizer observes min-max; there is no choice to offer
+#: int8 activation observers `--observer` chooses from (the first is the default): AI Edge Quantizer's
+#: own (a moving average of each image's min and max), or a histogram as ExecuTorch's (no consistent
+#: gain on the bundled checkpoint: README, "The int8 plan")
+OBSERVERS = ("minmax", "histogram")
 INPUTS = ("nchw", "nhwc")  # nhwc: camera frames as HWC, and one input transpose fewer in the graph
 LATENCY_UNAVAILABLE = None
 QAT_UNAVAILABLE = "LiteRT's int8 is AI Edge Quantizer's post-training calibration: no QAT path on this stack"
@@ -50,8 +58,6 @@ FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting
 def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import litert_torch
 
-    if recipe.observer is not None:
-        raise ConversionError("--observer applies to the executorch target; LiteRT (ai_edge_quantizer calibrates min-max) uses its own")
     from lagchand_edge.model.deploy import explicit_norms
 
     float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")
@@ -64,6 +70,9 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
         return {"converter": "litert_torch.convert"}
     from ai_edge_quantizer import quantizer
 
+    observer = recipe.observer or OBSERVERS[0]
+    if observer not in OBSERVERS:
+        raise ConversionError(f"unknown observer {observer!r}; choose {' or '.join(OBSERVERS)}")
     q = quantizer.Quantizer(str(float_path))
     # AI Edge Quantizer prints a size summary to stdout (which would corrupt `--json`) and tqdm bars to stderr
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -75,7 +84,10 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
             signature, input_name = _signature(float_path)
             images = recipe.calibration.permute(0, 2, 3, 1) if recipe.input_form == "nhwc" else recipe.calibration
             samples = [{input_name: image[None].numpy().astype(np.float32)} for image in images]
-            result = q.quantize(q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2)))
+            ranges = q.calibrate({signature: samples}, num_threads=min(os.cpu_count() or 1, 2))
+            if observer == "histogram":
+                ranges = histogram_ranges(float_path, signature, samples, ranges)
+            result = q.quantize(ranges)
         result.export_model(str(out_dir / MODEL_FILE), overwrite=True)
     float_path.unlink()
     with _rewrite(out_dir / MODEL_FILE) as flat:
@@ -85,7 +97,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     runner = Runner(out_dir / MODEL_FILE)
     io_spec = {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
           for d in runner.inputs + runner.outputs}
-    int8 = ("ai_edge_quantizer: static_wi8_ai8 (min-max) in static modules; in float_activations dynamic_wi8_afp32 for fully "
+    int8 = (f"ai_edge_quantizer: static_wi8_ai8 ({observer} observer) in static modules; in float_activations dynamic_wi8_afp32 for fully "
             "connected layers and convolutions, weight_only_wi8_afp32 for other weighted ops; no_quantize in keep_float")
     return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec, "int8_added_constants": tables,
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}

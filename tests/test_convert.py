@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -406,10 +407,35 @@ def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoin
     assert "histogram observer" in read_manifest(int8_artifacts["executorch"].path)["recipe"]["quantizer"]
 
 
+def _activation_ranges(model: Path) -> list[tuple[str, float]]:
+    """Each op's name with the int8 range (scale x 255) of its per-tensor int8 outputs, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    return [(op["op_name"], float(tensors[t]["quantization_parameters"]["scales"][0]) * 255)
+            for op in interpreter._get_ops_details() for t in op["outputs"]
+            if tensors[t]["dtype"] == np.int8 and len(tensors[t]["quantization_parameters"]["scales"]) == 1]
+
+
+def test_tflite_histogram_observer_sets_its_own_ranges_on_the_same_graph(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
+    """`--observer histogram` on LiteRT: the min-max default's int8 graph, op for op (tensors that share
+    one range keep sharing one: no requantization), each activation's range from the histogram."""
+    (result,) = build_artifacts("tflite", "int8", tmp_path, tiny_checkpoint, calib_data=synth_root, calib_num=8, observer="histogram")
+    assert "histogram observer" in read_manifest(result.path)["recipe"]["quantizer"]
+    assert "minmax observer" in read_manifest(int8_artifacts["tflite"].path)["recipe"]["quantizer"]
+    assert result.parity_max_vertex_mm <= INT8_PARITY_MM
+    histogram = _activation_ranges(result.path / "model.tflite")
+    minmax = _activation_ranges(int8_artifacts["tflite"].path / "model.tflite")
+    assert [op for op, _ in histogram] == [op for op, _ in minmax] and len(histogram) > 20  # the same int8 ops
+    moved = [abs(h - m) > 0.02 * m for (op, h), (_, m) in zip(histogram, minmax, strict=True) if op != "LOGISTIC"]  # a sigmoid's grid is fixed
+    assert sum(moved) > len(moved) // 2
+
+
 def test_int8_activation_observer_is_refused_where_there_is_no_choice(tiny_checkpoint, tmp_path):
     with pytest.raises(UserError, match="--observer takes"):
         build_artifacts("executorch", "int8", tmp_path / "x", tiny_checkpoint, observer="percentile")
-    with pytest.raises(UserError, match="--observer applies to --precision int8 on --target executorch"):
+    with pytest.raises(UserError, match="--observer applies to --precision int8 on --target executorch or tflite"):
         build_artifacts("all", "int8", tmp_path / "y", tiny_checkpoint, observer="minmax")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
