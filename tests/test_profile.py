@@ -93,6 +93,9 @@ def test_profile_foreign_models_with_op_breakdown(foreign_models, tmp_path):
     assert "CONV_2D (float32) [delegated (XNNPACK)]" in done.stdout  # printed as text, not read as a style tag
     et_ops = rows["tiny.pte"]["record"]["op_breakdown"]
     assert et_ops["source"].startswith("ETDump") and et_ops["top_ops"] and et_ops["execute_ms"] > 0
+    # a call's time splits into its ops' events and what none of them holds
+    assert et_ops["delegated_ms"] > 0 and 0 <= et_ops["outside_ops_ms"] < et_ops["execute_ms"]
+    assert "outside every op: per-call overhead" in done.stdout
     assert any(o["kind"] == "delegated (XNNPACK)" for o in et_ops["top_ops"])
     lite_ops = rows["tiny.tflite"]["record"]["op_breakdown"]
     assert lite_ops["ops"] >= 2 and 0 <= lite_ops["delegated_fraction"] <= 1

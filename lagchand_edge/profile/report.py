@@ -141,7 +141,8 @@ def op_details(row: dict) -> dict | None:
     if not ops:
         return None
     if "execute_ms" in ops:
-        summary = (f"{ops['execute_ms']:.1f} ms in Method::execute; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
+        outside = f" ({ops['outside_ops_ms']:.1f} ms of it outside every op: per-call overhead)" if "outside_ops_ms" in ops else ""
+        summary = (f"{ops['execute_ms']:.1f} ms in Method::execute{outside}; portable-kernel fallbacks {ops['portable_ms']:.2f} ms "
                    f"({', '.join(f'{k} x{v}' for k, v in ops['portable_ops'].items()) or 'none'})")
     else:
         fallback = ", ".join(f"{k} x{v}" for k, v in ops["fallback_ops"].items()) or "none"
