@@ -61,13 +61,22 @@ def check_convertible(names: list[str]) -> None:
             raise UserError(f"cannot convert for {name}: {reason}")
 
 
+class RuntimeMissing(UserError):
+    """This machine lacks a target's runtime package (`reason` names the extra to install): the
+    one failure to open a model that is not the model's own."""
+
+    def __init__(self, where, target: ModuleType, reason: str) -> None:
+        super().__init__(f"{where}: cannot run {target.NAME} here: {reason}")
+        self.reason = reason
+
+
 def open_model(target: ModuleType, model_path, where, threads: int | None = None) -> object:
     """`target`'s runner on `model_path` (on `threads` CPU threads; None: the runtime's choice), or
-    one UserError naming `where` (the artifact) when this machine cannot run the target or the
-    model will not open (the toolkit and the predict app alike)."""
+    one UserError naming `where` (the artifact) when this machine cannot run the target
+    (`RuntimeMissing`) or the model will not open (the toolkit and the predict app alike)."""
     reason = missing_extra(target, target.RUN_PACKAGES)
     if reason:
-        raise UserError(f"{where}: cannot run {target.NAME} here: {reason}")
+        raise RuntimeMissing(where, target, reason)
     try:
         return target.open_runner(model_path, threads)
     except (ConversionError, RuntimeError, ValueError) as exc:

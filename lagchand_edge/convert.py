@@ -15,7 +15,7 @@ import torch
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
 from calibration.select import CalibrationSet, HandFinder, is_image_folder, select_calibration
-from converters import TARGETS, check_convertible, get_target, missing_extra
+from converters import TARGETS, RuntimeMissing, check_convertible, get_target
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.artifact import INPUT_FORMS, MANIFEST, build_manifest, embedded_metadata, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
@@ -63,15 +63,14 @@ def targets_for(target: str, precision: str) -> list[str]:
     return [target]
 
 
-def parity(artifact_dir: Path, target: str, model: LAGCHand, images: torch.Tensor) -> tuple[float | None, str]:
+def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[float | None, str]:
     """Max vertex difference (mm, normalised units) between the artifact and FP32 on a few images.
     Skipped only when this machine lacks the target's runtime: an artifact that will not open in
     an installed runtime is a failed conversion, raised."""
-    module = get_target(target)
-    unavailable = missing_extra(module, module.RUN_PACKAGES)
-    if unavailable:
-        return None, f"skipped: {unavailable}"
-    runner = load_runner(artifact_dir)
+    try:
+        runner = load_runner(artifact_dir)
+    except RuntimeMissing as exc:
+        return None, f"skipped: {exc.reason}"
     with torch.no_grad():
         reference = DeployModel(model, deployed_form=False)(images)[0].numpy()
     got = runner(images.numpy()).vertices
@@ -116,7 +115,7 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         images = calibration.images[:PARITY_IMAGES] if calibration is not None else image
         try:
-            diff, note = parity(tmp, target, model, images)
+            diff, note = parity(tmp, model, images)
         except Exception as exc:  # it converted but fails in its own runtime: keep nothing of it
             raise UserError(f"{target} {precision}: the converted artifact fails in its runtime: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:300]}") from None

@@ -391,6 +391,25 @@ def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artif
     assert list(tmp_path.iterdir()) == []  # no partial artifact, no temporary folder
 
 
+def test_parity_is_skipped_only_for_a_runtime_this_machine_lacks(tiny_checkpoint, fp32_artifacts, tmp_path, monkeypatch):
+    import converters
+    import converters.executorch
+
+    built = fp32_artifacts["executorch"].path / "model.pte"  # built (lazily) before the patches below
+
+    def converted(model, example, recipe, out_dir):  # the fixture's conversion stands in for a fresh one
+        shutil.copy(built, out_dir / "model.pte")
+        return {}
+
+    monkeypatch.setattr(converters.executorch, "write_model", converted)
+    installed = converters.missing_extra
+    monkeypatch.setattr(converters, "missing_extra",  # the runtime absent, the converter present
+                        lambda target, packages: "no runtime here" if packages == target.RUN_PACKAGES else installed(target, packages))
+    (result,) = build_artifacts("executorch", "fp32", tmp_path, tiny_checkpoint)
+    assert result.parity_max_vertex_mm is None and result.parity_note == "skipped: no runtime here"
+    assert (result.path / "model.pte").read_bytes() == built.read_bytes()  # written all the same
+
+
 def test_int8_plan_is_recorded_and_keep_float_keeps_weights_float(tiny_checkpoint, synth_root, tmp_path, int8_artifacts):
     recorded = read_manifest(int8_artifacts["executorch"].path)["recipe"]["int8_plan"]
     assert recorded == get_target("executorch").INT8_PLAN.to_dict()
