@@ -117,7 +117,13 @@ def _scope_parts(root: torch.nn.Module, path: str) -> list[str]:
 
 
 def scope_regex(root: torch.nn.Module, path: str) -> str:
-    """The LiteRT tensor-name scope of module `path` (AI Edge Quantizer recipes select by it)."""
+    """The LiteRT tensor-name scope of module `path` (AI Edge Quantizer recipes select by it); a
+    ModuleList's is any of its members' (it adds no name part, so its own would be its parent's)."""
+    import torch
+
+    module = root.get_submodule(path)
+    if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+        return "(?:" + "|".join(scope_regex(root, f"{path}.{child}") for child, _ in module.named_children()) + ")"
     return "/".join(re.escape(part) for part in _scope_parts(root, path)) + "(/|;|$)"
 
 

@@ -103,11 +103,12 @@ def test_litert_scope_regexes_match_the_converted_model(tiny_checkpoint, tmp_pat
 
     edge.export(str(tmp_path / "float.tflite"))
     names = [d["name"] for d in Interpreter(model_path=str(tmp_path / "float.tflite")).get_tensor_details()]
-    scopes = [*get_target("tflite").INT8_PLAN.names, "model.graph.blocks.2.attention", "model.graph.head"]
+    scopes = [*get_target("tflite").INT8_PLAN.names, "model.graph.blocks.2.attention", "model.graph.head", "model.graph.widen"]
     counts = {name: sum(bool(re.search(scope_regex(deploy, name), tensor)) for tensor in names) for name in scopes}
     assert all(counts.values()), counts
     # a deeper scope matches a subset of its parent's tensors
     assert counts["model.graph.blocks.2.attention"] < counts["model.graph"]
+    assert counts["model.graph.widen"] < counts["model.graph"]  # a ModuleList: its members, not its parent
     assert counts["model.encoder.layers.2"] < counts["model.encoder"]
 
 
