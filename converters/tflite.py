@@ -123,7 +123,8 @@ def scope_regex(root: torch.nn.Module, path: str) -> str:
 
     module = root.get_submodule(path)
     if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
-        return "(?:" + "|".join(scope_regex(root, f"{path}.{child}") for child, _ in module.named_children()) + ")"
+        members = [scope_regex(root, f"{path}.{child}") for child, _ in module.named_children()]
+        return "(?:" + "|".join(members) + ")" if members else "(?!)"  # an empty list: no tensor, not every one
     return "/".join(re.escape(part) for part in _scope_parts(root, path)) + "(/|;|$)"
 
 

@@ -112,6 +112,14 @@ def test_litert_scope_regexes_match_the_converted_model(tiny_checkpoint, tmp_pat
     assert counts["model.encoder.layers.2"] < counts["model.encoder"]
 
 
+def test_litert_scope_of_an_empty_list_module_matches_nothing():
+    root = torch.nn.Module()
+    root.levels, root.head = torch.nn.ModuleList(), torch.nn.Linear(2, 2)
+    name = "torch.nn.modules.linear.Linear_head;t0"  # litert-torch's name of a tensor the head made
+    assert re.search(scope_regex(root, "head"), name)
+    assert re.search(scope_regex(root, "levels"), name) is None
+
+
 def test_int8_embedding_tables_round_trip(tiny_checkpoint):
     model = load_checkpoint(tiny_checkpoint)
     before = [t.detach().clone() for t in model.graph.vertex_embed]
