@@ -141,7 +141,15 @@ def int8_recipe(model: torch.nn.Module, plan: Int8Plan) -> list[dict]:
     dynamic = aeq_recipe.dynamic_wi8_afp32()[0]
     # a name that is the whole network (the deploy wrapper's only child) covers its I/O tensors too
     whole = [name for name, _ in model.named_children()]
-    entries = [static | {"regex": ".*" if [name] == whole else scope_regex(model, name)} for name in plan.static]
+    # a batch matmul's constant operand quantizes per tensor: AEQ gives it per-channel scales along the
+    # axis it would have as the right operand, which for our constant left operand (the graph levels'
+    # 2x2 hand mix) is the contraction axis, and LiteRT's int8 batch matmul then computes garbage
+    per_tensor = static | {"operation": "BATCH_MATMUL", "op_config": static["op_config"] | {
+        "weight_tensor_config": static["op_config"]["weight_tensor_config"] | {"granularity": "TENSORWISE"}}}
+    entries = []
+    for name in plan.static:
+        scope = ".*" if [name] == whole else scope_regex(model, name)
+        entries += [static | {"regex": scope}, per_tensor | {"regex": scope}]
     # AEQ skips a matching entry its op cannot take (weight-only on an op without weights), so a
     # float_activations scope first says no_quantize: its weightless ops must not stay static.
     # Its fully connected layers and convolutions then run dynamic int8 (activations quantized per
