@@ -65,7 +65,7 @@ def check_target(target: str) -> None:
     if target not in qat_targets():
         why = f" ({get_target(target).QAT_UNAVAILABLE})" if target in TARGETS else ""
         raise UserError(f"QAT is available for --target {' or '.join(qat_targets())}, not {target!r}{why}")
-    check_convertible([target])
+    check_convertible([target, *filter(None, [get_target(target).QAT_STUDENT])])
 
 
 @dataclass
@@ -185,6 +185,27 @@ def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphM
             else:
                 _set_range(qat[key], *observer.calculate_qparams())
     return len(ptq)
+
+
+def qat_adapted_model(student: torch.fx.GraphModule, deploy: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `deploy` (a `DeployModel` of the student's source) with its batch norms folded
+    and each weight QAT trained as the student's fake quantizer rounds it (other trained
+    parameters, such as biases, as they are): the float model a target whose quantizer rounds
+    weights on the same grid turns into the student's int8 weights (LiteRT's)."""
+    model = fold_batch_norms(copy.deepcopy(deploy))
+    trained = {name: p for name, p in student.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for node in student.graph.nodes:
+            quantizers = [u for u in node.users if u.op == "call_module" and "activation_post_process" in u.target]
+            if node.op == "get_attr" and node.target in trained and quantizers:
+                trained[node.target] = student.get_submodule(quantizers[0].target)(trained[node.target])
+        own = dict(model.named_parameters())
+        missing = trained.keys() - own.keys()
+        if missing:
+            raise ConversionError(f"the QAT graph has weights its deployed model lacks ({len(missing)}, e.g. {sorted(missing)[:3]})")
+        for name, value in trained.items():
+            own[name].copy_(value)
+    return model
 
 
 def load_state(student: torch.fx.GraphModule, path: Path, image_size: int) -> None:

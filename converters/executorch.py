@@ -32,6 +32,7 @@ OBSERVERS = ("histogram", "minmax")
 INPUTS = ("nchw",)  # input forms (lagchand_edge.artifact.INPUT_FORMS) it offers
 LATENCY_UNAVAILABLE = None
 QAT_UNAVAILABLE = None
+QAT_STUDENT = None  # QAT trains this target's own int8 graph
 
 
 def quantization_config(observer: str = "histogram"):

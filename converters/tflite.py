@@ -49,16 +49,53 @@ INT8_PLAN = replace(DEFAULT_INT8_PLAN, float_activations=("model.encoder.layers.
 OBSERVERS = ("minmax", "histogram")
 INPUTS = ("nchw", "nhwc")  # nhwc: camera frames as HWC, and one input transpose fewer in the graph
 LATENCY_UNAVAILABLE = None
-QAT_UNAVAILABLE = "LiteRT's int8 is AI Edge Quantizer's post-training calibration: no QAT path on this stack"
+QAT_UNAVAILABLE = None
+#: QAT for LiteRT trains ExecuTorch's graph (`qat_quantizer`); `convert --qat` calibrates activations again
+QAT_STUDENT = "executorch"
 FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"}, "compute_precision": "FLOAT",
                               "explicit_dequantize": True}}]
+
+
+def qat_quantizer(plan: Int8Plan):
+    """QAT for LiteRT trains ExecuTorch's graph under XNNPACK's scheme, which is AI Edge
+    Quantizer's static_wi8_ai8: symmetric per-channel int8 weights on the same grid (scale
+    max|w| / 127, codes in [-127, 127], the same output channels) and per-tensor affine int8
+    activations. litert-torch's own PT2E path, which could carry trained scales, fails on this
+    model (module docstring)."""
+    from converters import executorch
+
+    return executorch.qat_quantizer(plan)
+
+
+def ptq_quantizer(plan: Int8Plan):
+    from converters import executorch
+
+    return executorch.ptq_quantizer(plan)
+
+
+def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    from converters import executorch
+
+    return executorch.quantizable_graph(model, example)
+
+
+def qat_scheme() -> str:
+    from converters import executorch
+
+    return (f"{executorch.qat_scheme()}; its weights carried into the float .tflite as fake-quantized values, which AI Edge "
+            "Quantizer's static_wi8_ai8 quantizes to the same int8 codes, its activations calibrated with histogram ranges")
 
 
 def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import litert_torch
 
     from lagchand_edge.model.deploy import explicit_norms
+
+    if recipe.qat is not None:  # the trained weights, then AI Edge Quantizer's int8 of them as of any float model
+        from calibration.qat import qat_adapted_model  # calibration imports converters: not at module level
+
+        model, recipe = qat_adapted_model(recipe.qat, model), replace(recipe, observer="histogram")
 
     float_path = out_dir / (MODEL_FILE if recipe.precision == "fp32" else "float.tflite")
     with contextlib.redirect_stdout(io.StringIO()):  # layer norms as means: LiteRT lowers layer_norm through flattening reshapes
@@ -99,6 +136,8 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
           for d in runner.inputs + runner.outputs}
     int8 = (f"ai_edge_quantizer: static_wi8_ai8 ({observer} observer) in static modules; in float_activations dynamic_wi8_afp32 for fully "
             "connected layers and convolutions, weight_only_wi8_afp32 for other weighted ops; no_quantize in keep_float")
+    if recipe.qat is not None:
+        int8 = f"QAT, {qat_scheme()}"
     return {"converter": "litert_torch.convert + ai_edge_quantizer", "io_quantization": io_spec, "int8_added_constants": tables,
             "quantizer": "ai_edge_quantizer float_casting fp16" if recipe.precision == "fp16" else int8}
 

@@ -108,7 +108,8 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         # the mesh's faces (left, right) beside the model, so an app can draw wireframes without this toolkit's hand models
         np.save(tmp / HAND_FACES, model.faces.numpy().astype(np.int32))
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
-                                  calibration.manifest() if calibration is not None and recipe.quantized and not qat else None,
+                                  calibration.manifest() if calibration is not None and recipe.quantized
+                                  and (not qat or module.QAT_STUDENT is not None) else None,
                                   plan if recipe.precision == "int8" else None, shapes, input_form)
         if qat:
             manifest["qat"] = qat[1]
@@ -207,9 +208,10 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
     source = _source(Path(info["source"]["checkpoint"]), model)
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
+    calibrates = get_target(info["target"]).QAT_STUDENT is not None  # else the images only serve the parity check
     result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
-                              _calibration(calib_data, min(calib_num, PARITY_IMAGES), calib_find), Int8Plan.from_dict(info["plan"]), source, force,
-                              qat=(graph, record), input_form=input_form)
+                              _calibration(calib_data, calib_num if calibrates else min(calib_num, PARITY_IMAGES), calib_find),
+                              Int8Plan.from_dict(info["plan"]), source, force, qat=(graph, record), input_form=input_form)
     if progress:
         progress(1)
     return [result]

@@ -27,6 +27,7 @@ def test_convert_names_the_missing_extra_before_any_work(tmp_path):
     assert "pip install 'lagchand-edge[tflite]'" in result.stderr and not (tmp_path / "out").exists()
     assert_user_error(run_without("coremltools", "convert", "--target", "all", "--out", str(tmp_path / "out")), "[coreml]")
     assert_user_error(run_without("executorch", "qat", "--target", "executorch", "--data", str(tmp_path)), "[executorch]")
+    assert_user_error(run_without("executorch", "qat", "--target", "tflite", "--data", str(tmp_path)), "[executorch]")  # its student
 
 
 def test_running_an_artifact_without_its_runtime_is_said(fp32_artifacts, tmp_path):

@@ -64,6 +64,60 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
     assert 0 < qat_error < 0.95 * ptq_error, (qat_error, ptq_error)
 
 
+def _litert_input_dtypes(model: Path, op_name: str) -> set:
+    """The dtypes of the non-constant inputs of every `op_name` op of a `.tflite`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    activations = {i for op in ops for i in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
+    return {tensors[i]["dtype"] for op in ops if op["op_name"] == op_name for i in op["inputs"] if i in activations}
+
+
+@pytest.fixture(scope="module")
+def litert_qat(tiny_checkpoint, synth_train_root, tmp_path_factory) -> Path:
+    """The same QAT run for LiteRT (it trains ExecuTorch's graph under XNNPACK's scheme)."""
+    from calibration.qat import QATOptions, train_qat
+
+    out = tmp_path_factory.mktemp("qat") / "tiny_qat_litert.safetensors"
+    train_qat(QATOptions(target="tflite", data=synth_train_root, out=out, checkpoint=tiny_checkpoint, epochs=3, batch_size=4, lr=1e-4))
+    return out
+
+
+def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(litert_qat, tiny_checkpoint, synth_train_root, synth_root,
+                                                                             tmp_path):
+    """Both artifacts all-W8A8, calibrated by AI Edge Quantizer on the same images of their own with
+    the same (histogram) observer; held-out images, through the LiteRT interpreter."""
+    from calibration.plans import Int8Plan
+    from converters.tflite import FLOAT_IN_STATIC_OPS, Runner
+    from lagchand_edge.artifact import read_manifest
+    from lagchand_edge.checkpoint import load_checkpoint
+    from lagchand_edge.convert import build_artifacts
+    from lagchand_edge.data.synth import write_dataset
+    from lagchand_edge.model import DeployModel
+
+    calibration = write_dataset(tmp_path / "calib", 8, seed=7, split="test", workers=1)
+    [qat] = build_artifacts("tflite", "int8", tmp_path / "qat", calib_data=calibration, calib_num=8, qat=litert_qat)
+    [ptq] = build_artifacts("tflite", "int8", tmp_path / "ptq", checkpoint=tiny_checkpoint, calib_data=calibration, calib_num=8,
+                            int8_plan=Int8Plan(), observer="histogram")
+    manifest = read_manifest(qat.path)
+    assert manifest["recipe"]["quantizer"].startswith("QAT, XNNPACKQuantizer") and manifest["calibration"]["count"] == 8
+    # all-W8A8, but the ops LiteRT's XNNPACK has no int8 kernel for stay float
+    assert _litert_input_dtypes(qat.path / "model.tflite", "FULLY_CONNECTED") == {np.int8}
+    for op in FLOAT_IN_STATIC_OPS:
+        assert _litert_input_dtypes(qat.path / "model.tflite", op) == {np.float32}, op
+    test = _images(synth_root, "test")
+    with torch.no_grad():
+        reference = DeployModel(load_checkpoint(tiny_checkpoint), deployed_form=False)(test)[0].numpy()
+    errors = {}
+    for result in (qat, ptq):
+        runner = Runner(result.path / "model.tflite")
+        got = np.concatenate([runner.run([image[None].numpy()])[0] for image in test])
+        errors[result.path.parent.name] = float(np.abs(got - reference).mean()) * 1000
+    assert 0 < errors["qat"] < 0.95 * errors["ptq"], errors
+
+
 @pytest.mark.parametrize("target", ["executorch", pytest.param("coreml", marks=pytest.mark.slow)])  # CoreMLQuantizer annotates in ~2 min
 def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_train_root, synth_root):
     """Every activation fake quantizer takes the grid PTQ's calibration chose, and stops observing;
@@ -161,7 +215,7 @@ def test_convert_qat_builds_its_targets_artifact_with_lineage(executorch_qat, ti
 
 
 def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, synth_root):
-    assert_user_error(run_cli("qat", "--target", "tflite", "--data", str(synth_root)), "no QAT path")
+    assert_user_error(run_cli("qat", "--target", "nope", "--data", str(synth_root)), "QAT is available for --target")
     assert_user_error(run_cli("qat", "--target", "executorch", "--data", str(synth_root), "--split", "test", "--freeze-observers", "2"),
                       "fraction of training")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--target", "coreml"), "converts for --target executorch only")

@@ -33,6 +33,7 @@ INPUTS = ("nchw", "image")  # image: an ImageType input, so that an iOS app pass
 LATENCY_UNAVAILABLE = ("CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference interpreter, not a speed proxy "
                        "(its speed is in the drift report)")
 QAT_UNAVAILABLE = None
+QAT_STUDENT = None  # QAT trains this target's own int8 graph
 
 
 def _quantizer(plan: Int8Plan):
