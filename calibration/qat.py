@@ -14,6 +14,10 @@ histogram observer) on `calib_num` images of the data, and stay fixed; the weigh
 observers follow the weights until `freeze_observers` of the steps, then the weights settle on
 their scales.
 
+LiteRT has no PT2E path that carries trained scales on this stack, so QAT for it trains
+ExecuTorch's graph, whose XNNPACK scheme is AI Edge Quantizer's grid, and its converter takes the
+student's weights as they round (`qat_adapted_model`) and calibrates activations itself.
+
 A QAT checkpoint is the prepared graph's state (weights and fake-quant scales) in safetensors
 beside a JSON sidecar that names the target, the plan and the source checkpoint (its sha256 is
 checked on load); `load_qat` rebuilds the graph from the source and loads that state.

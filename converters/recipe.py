@@ -19,7 +19,7 @@ class Recipe:
     calibration: torch.Tensor | None = None
     plan: Int8Plan = field(default_factory=Int8Plan)
     observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
-    qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph (dynamic batch): converted instead of calibrating
+    qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph: converted instead of calibrating (LiteRT: its weights, calibrated)
     metadata: dict = field(default_factory=dict)  # what the model file says about itself, where its format has room
     input_form: str = "nchw"  # the input's form (lagchand_edge.artifact.INPUT_FORMS); the example and the model already follow it
 

@@ -167,12 +167,13 @@ def scope_regex(root: torch.nn.Module, path: str) -> str:
     return "/".join(re.escape(part) for part in _scope_parts(root, path)) + "(/|;|$)"
 
 
-#: LiteRT ops that stay float in static scopes: LiteRT 2.3's XNNPACK delegate takes neither in int8,
-#: and its builtin int8 kernels took 15.3 ms (27 batch matmuls) and 3.9 ms (12 softmaxes) of an
-#: all-W8A8 model's 22 ms, against 0.8 ms for both in float (ExecuTorch's XNNPACK keeps them fp32 too).
-#: That also keeps the graph levels' hand mix float: AEQ quantizes a batch matmul's constant as a right
-#: operand, per channel along its last axis, which for the mix's constant left operand is the
-#: contraction axis, and the int8 result was garbage (README, "What differs")
+#: LiteRT ops that stay float in static scopes: LiteRT 2.3's XNNPACK delegate takes none of them in
+#: int8, and the builtin int8 kernels took 15.3 ms (27 batch matmuls) and 3.9 ms (12 softmaxes) of an
+#: all-W8A8 model's 22 ms, against 0.8 ms for both in float, while 30 int8 rsqrts cut the delegate
+#: into 33 partitions (ExecuTorch's XNNPACK keeps all three fp32 too). Float batch matmuls also keep
+#: the graph levels' hand mix exact: AEQ quantizes a batch matmul's constant as a right operand, per
+#: channel along its last axis, which for the mix's constant left operand is the contraction axis,
+#: and the int8 result was garbage (README, "What differs")
 FLOAT_IN_STATIC_OPS = ("BATCH_MATMUL", "SOFTMAX", "RSQRT")
 #: LiteRT ops that run dynamic int8 (int8 weights, input quantized per call) in float_activations scopes
 DYNAMIC_INT8_OPS = ("FULLY_CONNECTED", "CONV_2D")

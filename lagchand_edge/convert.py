@@ -80,9 +80,11 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
                      plan: Int8Plan, source: dict, force: bool, observer: str | None = None,
                      qat: tuple[torch.fx.GraphModule, dict] | None = None, input_form: str = "nchw") -> ConvertResult:
-    """One artifact, written atomically. `qat` (the trained graph and its record) replaces calibration;
-    the calibration images then only serve the parity check. `input_form`: what the app hands the
-    model (`INPUT_FORMS`); calibration and parity images stay NCHW, the runners adapt."""
+    """One artifact, written atomically. `qat` (the trained graph and its record) replaces calibration,
+    the images then only serving the parity check, unless the target trained another's graph
+    (`QAT_STUDENT`): LiteRT takes the trained weights and calibrates its activations on them.
+    `input_form`: what the app hands the model (`INPUT_FORMS`); calibration and parity images stay
+    NCHW, the runners adapt."""
     module = get_target(target)
     deploy = DeployModel(model, int8_embeddings=precision == "int8", channels_last_input=input_form == "nhwc").eval()
     image = torch.rand(1, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
