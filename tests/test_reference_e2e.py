@@ -33,6 +33,30 @@ def reference_fp32(eval_root, tmp_path_factory):
     return artifact
 
 
+def test_reference_qat_converts_and_drifts_end_to_end(eval_root, tmp_path):
+    """#19's path on the reference config: `qat --target tflite` (two steps: the path, not the
+    accuracy), `convert --qat`, `drift` against the original FP32 checkpoint. The all-W8A8 artifact
+    stays within the bounds of a working int8 one (PTQ 3.9 mm on 200 samples; an int8 with a
+    broken op, such as the hand mix's per-channel constant, drifted 30-45 mm)."""
+    from calibration.qat import QATOptions, train_qat
+    from lagchand_edge.artifact import read_manifest
+    from lagchand_edge.data.interhand import InterHandDataset
+    from lagchand_edge.drift.harness import run_drift
+    from lagchand_edge.drift.report import build_report
+    from lagchand_edge.io import file_sha256
+
+    checkpoint = tmp_path / "qat.safetensors"
+    train_qat(QATOptions(target="tflite", data=eval_root, split="test", out=checkpoint, epochs=1, batch_size=4, limit=8, calib_num=8))
+    (int8,) = build_artifacts("tflite", "int8", tmp_path / "art", calib_data=eval_root, calib_num=16, qat=checkpoint)
+    manifest = read_manifest(int8.path)
+    assert manifest["source"]["checkpoint_sha256"] == file_sha256(bundled_checkpoint())  # drift compares with the original
+    assert manifest["qat"]["checkpoint_sha256"] == file_sha256(checkpoint) and manifest["recipe"]["int8_plan"]["static_w8a8"] == ["model"]
+    run = run_drift(load_checkpoint(), bundled_checkpoint(), InterHandDataset(eval_root, "test"), [int8.path])
+    [row] = build_report(run)["artifacts"]
+    print(f"reference QAT (2 steps) LiteRT all-W8A8: ΔMPJPE {row['delta_mpjpe_mm']:+.3f} mm")
+    assert abs(row["delta_mpjpe_mm"]) < 10.0 and row["drift"]["vertex_drift_mm"]["p95"] < 30.0
+
+
 def test_bundled_checkpoint_loads_as_the_reference():
     model = load_checkpoint()
     assert model.cfg.name == "reference" and bundled_checkpoint().stat().st_size < 20e6
