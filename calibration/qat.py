@@ -33,6 +33,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from safetensors.torch import load_file
@@ -65,11 +66,16 @@ def qat_targets() -> list[str]:
     return [name for name in TARGETS if get_target(name).QAT_UNAVAILABLE is None]
 
 
+def student_target(target: str) -> ModuleType:
+    """The converter whose int8 graph and quantizers QAT for `target` trains (`QAT_STUDENT`: LiteRT's is ExecuTorch's)."""
+    return get_target(get_target(target).QAT_STUDENT or target)
+
+
 def check_target(target: str) -> None:
     if target not in qat_targets():
         why = f" ({get_target(target).QAT_UNAVAILABLE})" if target in TARGETS else ""
         raise UserError(f"QAT is available for --target {' or '.join(qat_targets())}, not {target!r}{why}")
-    check_convertible([target, *filter(None, [get_target(target).QAT_STUDENT])])
+    check_convertible([target, student_target(target).NAME])
 
 
 @dataclass
@@ -117,7 +123,7 @@ def quantizable(model: LAGCHand, target: str, plan: Int8Plan) -> torch.fx.GraphM
         check_module_names(deploy, plan)
     except ConversionError as exc:
         raise UserError(f"int8 plan: {exc}") from None
-    return get_target(target).quantizable_graph(deploy, torch.zeros(1, 3, model.cfg.image_size, model.cfg.image_size))
+    return student_target(target).quantizable_graph(deploy, torch.zeros(1, 3, model.cfg.image_size, model.cfg.image_size))
 
 
 def per_image(graph: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -130,7 +136,7 @@ def student_graph(graph: torch.fx.GraphModule, target: str, plan: Int8Plan) -> t
     is, for `seed_activation_ranges`)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    return prepare_qat_pt2e(copy.deepcopy(graph), get_target(target).qat_quantizer(plan))
+    return prepare_qat_pt2e(copy.deepcopy(graph), student_target(target).qat_quantizer(plan))
 
 
 def _activation_quantizers(graph: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
@@ -170,7 +176,7 @@ def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphM
     from torchao.quantization.pt2e import FixedQParamsObserver
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    quantizer = get_target(target).ptq_quantizer(plan)
+    quantizer = student_target(target).ptq_quantizer(plan)
     calibrated = student if quantizer is None else prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for image in images:
@@ -200,8 +206,10 @@ def qat_adapted_model(student: torch.fx.GraphModule, deploy: torch.nn.Module) ->
     trained = {name: p for name, p in student.named_parameters() if p.requires_grad}
     with torch.no_grad():
         for node in student.graph.nodes:
+            if node.op != "get_attr" or node.target not in trained:
+                continue
             quantizers = [u for u in node.users if u.op == "call_module" and "activation_post_process" in u.target]
-            if node.op == "get_attr" and node.target in trained and quantizers:
+            if quantizers:
                 trained[node.target] = student.get_submodule(quantizers[0].target)(trained[node.target])
         own = dict(model.named_parameters())
         missing = trained.keys() - own.keys()

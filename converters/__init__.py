@@ -5,10 +5,11 @@
     INT8_PLAN                  # the target's default int8 plan (calibration.plans.Int8Plan)
     OBSERVERS                  # activation observers --observer may choose (empty: no choice)
     LATENCY_UNAVAILABLE        # why `profile` cannot time it on this machine, or None
-    QAT_UNAVAILABLE            # why it has no QAT path, or None (then qat_quantizer/qat_scheme/quantizable_graph exist, and
-                               # ptq_quantizer: the PTQ whose calibration QAT starts from; None: QAT's own observers are PTQ's)
+    QAT_UNAVAILABLE            # why it has no QAT path, or None (then qat_scheme exists)
     QAT_STUDENT                # None: QAT trains this target's own int8 graph; or the target whose graph it trains, whose
                                # weights it then converts, calibrating its own activations (LiteRT's trains ExecuTorch's)
+                               # The student's module has qat_quantizer/quantizable_graph and ptq_quantizer: the PTQ whose
+                               # calibration QAT starts from (None: QAT's own observers are PTQ's)
     write_model(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
     open_runner(model_path, threads) -> Runner             # .run(list[np.ndarray]) -> list[np.ndarray]; threads None: the runtime's choice
 

@@ -50,40 +50,21 @@ OBSERVERS = ("minmax", "histogram")
 INPUTS = ("nchw", "nhwc")  # nhwc: camera frames as HWC, and one input transpose fewer in the graph
 LATENCY_UNAVAILABLE = None
 QAT_UNAVAILABLE = None
-#: QAT for LiteRT trains ExecuTorch's graph (`qat_quantizer`); `convert --qat` calibrates activations again
+#: QAT for LiteRT trains ExecuTorch's graph under XNNPACK's scheme, which is AI Edge Quantizer's
+#: static_wi8_ai8: symmetric per-channel int8 weights on the same grid (scale max|w| / 127, codes in
+#: [-127, 127], the same output channels) and per-tensor affine int8 activations. litert-torch's own
+#: PT2E path, which could carry trained scales, fails on this model (module docstring). `convert
+#: --qat` takes the trained weights and calibrates the activations again
 QAT_STUDENT = "executorch"
 FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"}, "compute_precision": "FLOAT",
                               "explicit_dequantize": True}}]
 
 
-def qat_quantizer(plan: Int8Plan):
-    """QAT for LiteRT trains ExecuTorch's graph under XNNPACK's scheme, which is AI Edge
-    Quantizer's static_wi8_ai8: symmetric per-channel int8 weights on the same grid (scale
-    max|w| / 127, codes in [-127, 127], the same output channels) and per-tensor affine int8
-    activations. litert-torch's own PT2E path, which could carry trained scales, fails on this
-    model (module docstring)."""
-    from converters import executorch
-
-    return executorch.qat_quantizer(plan)
-
-
-def ptq_quantizer(plan: Int8Plan):
-    from converters import executorch
-
-    return executorch.ptq_quantizer(plan)
-
-
-def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    from converters import executorch
-
-    return executorch.quantizable_graph(model, example)
-
-
 def qat_scheme() -> str:
-    from converters import executorch
+    from converters import get_target
 
-    return (f"{executorch.qat_scheme()}; its weights carried into the float .tflite as fake-quantized values, which AI Edge "
+    return (f"{get_target(QAT_STUDENT).qat_scheme()}; its weights carried into the float .tflite as fake-quantized values, which AI Edge "
             "Quantizer's static_wi8_ai8 quantizes to the same int8 codes, its activations calibrated with histogram ranges")
 
 

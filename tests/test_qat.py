@@ -90,8 +90,8 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(lite
     """Both artifacts all-W8A8, calibrated by AI Edge Quantizer on the same images of their own with
     the same (histogram) observer; held-out images, through the LiteRT interpreter."""
     from calibration.plans import Int8Plan
-    from converters.tflite import FLOAT_IN_STATIC_OPS, Runner
-    from lagchand_edge.artifact import read_manifest
+    from converters.tflite import FLOAT_IN_STATIC_OPS
+    from lagchand_edge.artifact import load_runner, read_manifest
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.convert import build_artifacts
     from lagchand_edge.data.synth import write_dataset
@@ -110,11 +110,8 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(lite
     test = _images(synth_root, "test")
     with torch.no_grad():
         reference = DeployModel(load_checkpoint(tiny_checkpoint), deployed_form=False)(test)[0].numpy()
-    errors = {}
-    for result in (qat, ptq):
-        runner = Runner(result.path / "model.tflite")
-        got = np.concatenate([runner.run([image[None].numpy()])[0] for image in test])
-        errors[result.path.parent.name] = float(np.abs(got - reference).mean()) * 1000
+    errors = {result.path.parent.name: float(np.abs(load_runner(result.path)(test.numpy()).vertices - reference).mean()) * 1000
+              for result in (qat, ptq)}
     assert 0 < errors["qat"] < 0.95 * errors["ptq"], errors
 
 
