@@ -77,6 +77,13 @@ def parity(artifact_dir: Path, model: LAGCHand, images: torch.Tensor) -> tuple[f
     return float(np.abs(got - reference).max() * 1000), f"{len(images)} images"
 
 
+def _qat_calibrates(target: str) -> bool:
+    """Whether `convert --qat` calibrates `target`'s activations itself: it trained another target's
+    graph (`QAT_STUDENT`) and takes only its weights. Otherwise the QAT graph carries its own scales
+    and calibration images serve the parity check alone."""
+    return get_target(target).QAT_STUDENT is not None
+
+
 def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, calibration: CalibrationSet | None,
                      plan: Int8Plan, source: dict, force: bool, observer: str | None = None,
                      qat: tuple[torch.fx.GraphModule, dict] | None = None, input_form: str = "nchw") -> ConvertResult:
@@ -111,7 +118,7 @@ def convert_artifact(model: LAGCHand, target: str, precision: str, out: Path, ca
         np.save(tmp / HAND_FACES, model.faces.numpy().astype(np.int32))
         manifest = build_manifest(target, precision, tmp / module.MODEL_FILE, extra, source,
                                   calibration.manifest() if calibration is not None and recipe.quantized
-                                  and (not qat or module.QAT_STUDENT is not None) else None,
+                                  and (not qat or _qat_calibrates(target)) else None,
                                   plan if recipe.precision == "int8" else None, shapes, input_form)
         if qat:
             manifest["qat"] = qat[1]
@@ -210,9 +217,9 @@ def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, 
     source = _source(Path(info["source"]["checkpoint"]), model)
     record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
               "data": info["data"], "samples": info["samples"]}
-    calibrates = get_target(info["target"]).QAT_STUDENT is not None  # else the images only serve the parity check
+    calibration_num = calib_num if _qat_calibrates(info["target"]) else min(calib_num, PARITY_IMAGES)
     result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
-                              _calibration(calib_data, calib_num if calibrates else min(calib_num, PARITY_IMAGES), calib_find),
+                              _calibration(calib_data, calibration_num, calib_find),
                               Int8Plan.from_dict(info["plan"]), source, force, qat=(graph, record), input_form=input_form)
     if progress:
         progress(1)
