@@ -1,6 +1,7 @@
 """Quantization-aware training: it beats PTQ at the same all-W8A8 plan, its checkpoint round-trips
 and guards its lineage, and `convert --qat` builds the artifact of the target it trained for."""
 
+import copy
 import json
 import shutil
 from collections import Counter
@@ -23,14 +24,18 @@ def _images(root: Path, split: str) -> torch.Tensor:
     return to_model_input(collate([dataset[i] for i in range(len(dataset))])["image"])
 
 
-def _ptq_all_w8a8(model, calibration: torch.Tensor) -> torch.nn.Module:
-    """ExecuTorch's PTQ graph of `model` at the all-W8A8 plan QAT trains (batch 1), calibrated on `calibration`."""
-    from calibration.plans import Int8Plan
-    from converters import executorch
+def _deployed(model) -> torch.nn.Module:
     from lagchand_edge.model import DeployModel
 
-    deploy = DeployModel(model, int8_embeddings=True).eval()
-    return executorch.quantize_pt2e(executorch.quantizable_graph(deploy, calibration[:1]), calibration, Int8Plan())
+    return DeployModel(model, int8_embeddings=True).eval()
+
+
+def _ptq_all_w8a8(deployed: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
+    """ExecuTorch's PTQ graph of a deployed model at the all-W8A8 plan QAT trains (batch 1), calibrated on `calibration`."""
+    from calibration.plans import Int8Plan
+    from converters import executorch
+
+    return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, Int8Plan())
 
 
 def _ops(graph: torch.fx.GraphModule) -> Counter:
@@ -56,7 +61,7 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
 
     graph, model, _ = load_qat(executorch_qat)
     test = _images(synth_root, "test")
-    ptq = _ptq_all_w8a8(model, _images(synth_train_root, "train"))
+    ptq = _ptq_all_w8a8(_deployed(model), _images(synth_train_root, "train"))
     with torch.no_grad():
         reference = DeployModel(model, deployed_form=False)(test)[0]
         qat_error = float((per_image(convert_pt2e(graph), test)[0] - reference).abs().mean()) * 1000
@@ -115,39 +120,87 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(lite
     assert 0 < errors["qat"] < 0.95 * errors["ptq"], errors
 
 
-@pytest.mark.parametrize("target", ["executorch", pytest.param("coreml", marks=pytest.mark.slow)])  # CoreMLQuantizer annotates in ~2 min
-def test_qat_starts_where_the_targets_ptq_stands(target, tiny_checkpoint, synth_train_root, synth_root):
+@pytest.fixture(scope="module", params=["executorch", pytest.param("coreml", marks=pytest.mark.slow)])  # CoreMLQuantizer annotates in ~1 min
+def seeded_student(request, tiny_checkpoint, synth_train_root) -> tuple:
+    """(target, model, plan, calibration images, the untrained student seeded by them): copy it before use."""
+    from calibration.plans import Int8Plan
+    from calibration.qat import _activation_quantizers, quantizable, seed_activation_ranges, student_graph
+    from lagchand_edge.checkpoint import load_checkpoint
+
+    target, model, plan, calibration = request.param, load_checkpoint(tiny_checkpoint), Int8Plan(), _images(synth_train_root, "train")[:8]
+    graph = quantizable(model, target, plan)
+    student = student_graph(graph, target, plan)
+    assert seed_activation_ranges(student, graph, target, plan, calibration) == len(_activation_quantizers(student))
+    return target, model, plan, calibration, student
+
+
+def _assert_grids_fixed(student: torch.fx.GraphModule) -> None:
+    """Every activation fake quantizer stopped observing, on a finite grid that `convert_pt2e`
+    (which asks the observer) will use too."""
+    from calibration.qat import _activation_quantizers
+
+    quantizers = _activation_quantizers(student).values()
+    assert len(quantizers) > 20 and not any(bool(q.observer_enabled) for q in quantizers)
+    for q in quantizers:
+        scale, zero_point = q.calculate_qparams()
+        assert torch.allclose(scale, q.scale, rtol=1e-6) and torch.equal(zero_point.to(q.zero_point.dtype), q.zero_point)
+        assert torch.isfinite(scale).all() and (scale > 0).all()  # every one saw the calibration images
+
+
+def test_qat_starts_where_the_targets_ptq_stands(seeded_student, synth_root):
     """Every activation fake quantizer takes the grid PTQ's calibration chose, and stops observing;
     on ExecuTorch the untrained student then computes what the PTQ artifact's graph computes."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from calibration.plans import Int8Plan
-    from calibration.qat import _activation_quantizers, per_image, quantizable, seed_activation_ranges, student_graph
-    from lagchand_edge.checkpoint import load_checkpoint
-    from lagchand_edge.model import DeployModel
+    from calibration.qat import per_image
 
-    model, plan, calibration = load_checkpoint(tiny_checkpoint), Int8Plan(), _images(synth_train_root, "train")[:8]
-    graph = quantizable(model, target, plan)
-    student = student_graph(graph, target, plan)
-    seeded = seed_activation_ranges(student, graph, target, plan, calibration)
-    quantizers = _activation_quantizers(student).values()
-    assert seeded == len(quantizers) > 20 and not any(bool(q.observer_enabled) for q in quantizers)
-    for q in quantizers:  # the grid trained with is the one `convert_pt2e` will ask the observer for
-        scale, zero_point = q.calculate_qparams()
-        assert torch.allclose(scale, q.scale, rtol=1e-6) and torch.equal(zero_point.to(q.zero_point.dtype), q.zero_point)
-        assert torch.isfinite(scale).all() and (scale > 0).all()  # every one saw the calibration images
+    target, model, _, calibration, seeded = seeded_student
+    student = copy.deepcopy(seeded)
+    _assert_grids_fixed(student)
     if target != "executorch":
         return
     test = _images(synth_root, "test")
     with torch.no_grad():
         student(test[:1])  # the weights' observers see their weights once
-        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_all_w8a8(model, calibration)
+        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_all_w8a8(_deployed(model), calibration)
         qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
-        reference = DeployModel(model, deployed_form=False)(test)[0]
+        reference = _deployed(model)(test)[0]
     assert _ops(qat_graph) == _ops(ptq_graph)  # QAT trained the graph PTQ deploys: same ops, same quantization points
     # the same int8 grids; fake quantization and the converted graph round a few values a grid step apart
     assert float((qat - ptq).abs().mean()) < 0.25 * float((ptq - reference).abs().mean())
+
+
+def test_recalibration_gives_the_grids_ptq_picks_for_the_weights_as_trained(seeded_student):
+    """Weights moved by training (here by 20% noise) outgrow or underfill the seeded grids;
+    re-calibrating sets each grid anew, as the target's PTQ calibration of the weights as they
+    round picks it (the CoreML student calibrates itself), and fixes it again."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from calibration.qat import _activation_quantizers, qat_adapted_model, recalibrate_activation_ranges, student_target
+
+    target, model, plan, calibration, seeded = seeded_student
+    student, generator = copy.deepcopy(seeded), torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in student.parameters():
+            if parameter.requires_grad and parameter.dim() > 1:
+                parameter.mul_(1 + 0.2 * torch.randn(parameter.shape, generator=generator))
+    stale = {key: q.scale.clone() for key, q in _activation_quantizers(student).items()}
+    assert recalibrate_activation_ranges(student, model, target, plan, calibration) == len(stale)
+    _assert_grids_fixed(student)
+    grids = _activation_quantizers(student)
+    moved = [key for key, q in grids.items() if not torch.allclose(q.scale, stale[key], rtol=0.05)]
+    assert len(moved) > len(stale) // 3, (len(moved), len(stale))
+    if target != "executorch":
+        return
+    converter = student_target(target)
+    ptq = prepare_pt2e(converter.quantizable_graph(qat_adapted_model(student, _deployed(model)), calibration[:1]),
+                       converter.ptq_quantizer(plan))
+    with torch.no_grad():
+        for image in calibration:
+            ptq(image[None])
+    for key, observer in _activation_quantizers(ptq).items():
+        assert torch.allclose(observer.calculate_qparams()[0], grids[key].scale, rtol=1e-5), key
 
 
 def test_qat_checkpoint_round_trips_with_its_lineage(executorch_qat, tiny_checkpoint):
@@ -164,6 +217,7 @@ def test_qat_checkpoint_round_trips_with_its_lineage(executorch_qat, tiny_checkp
     assert info["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
     assert [h["observers_frozen"] for h in info["history"]] == [False, True, True]
     assert info["activation_ranges"]["from"] == "PTQ calibration" and info["activation_ranges"]["count"] == 16
+    assert info["recalibrations_per_epoch"] == 1 and info["activation_ranges"]["recalibrated_at_steps"] == [4, 8]  # 4 steps an epoch
 
 
 def test_qat_resume_continues_and_refuses_another_run(executorch_qat, tiny_checkpoint, synth_train_root, tmp_path):
@@ -174,7 +228,8 @@ def test_qat_resume_continues_and_refuses_another_run(executorch_qat, tiny_check
     out = tmp_path / executorch_qat.name
     options = QATOptions(target="executorch", data=synth_train_root, out=out, checkpoint=tiny_checkpoint, epochs=4, batch_size=4, lr=1e-4,
                          resume=True)
-    assert [h["epoch"] for h in train_qat(options)["history"]] == [1, 2, 3, 4]
+    info = train_qat(options)
+    assert [h["epoch"] for h in info["history"]] == [1, 2, 3, 4] and info["activation_ranges"]["recalibrated_at_steps"] == [4, 8, 12]
     options.epochs, options.target = 5, "coreml"
     with pytest.raises(UserError, match="another target"):
         train_qat(options)
@@ -215,6 +270,8 @@ def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, 
     assert_user_error(run_cli("qat", "--target", "nope", "--data", str(synth_root)), "QAT is available for --target")
     assert_user_error(run_cli("qat", "--target", "executorch", "--data", str(synth_root), "--split", "test", "--freeze-observers", "2"),
                       "fraction of training")
+    assert_user_error(run_cli("qat", "--target", "executorch", "--data", str(synth_root), "--split", "test", "--recalibrations", "-1"),
+                      "'--recalibrations'")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--target", "coreml"), "converts for --target executorch only")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--checkpoint", str(tiny_checkpoint)), "drop --checkpoint")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--precision", "fp16"), "builds int8 artifacts")

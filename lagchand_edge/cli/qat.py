@@ -23,6 +23,8 @@ def qat(
     lr: float = typer.Option(2e-5, min=0.0, help="Adam learning rate (peak of a cosine schedule)."),
     freeze_observers: float = typer.Option(0.5, help="Fraction of the steps after which the weights' int8 scales stop moving."),
     calib_num: int = typer.Option(32, min=1, help="Images of DATA whose PTQ calibration sets the activations' int8 ranges."),
+    recalibrations: int = typer.Option(1, min=0, help="Times per epoch (evenly spaced, the last at its end) the activations' int8 "
+                                       "ranges are calibrated again on the weights as trained; 0: PTQ's ranges throughout."),
     static: str = typer.Option(None, help="int8 plan: modules quantized W8A8 (default: all, 'model')."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float."),
@@ -41,7 +43,7 @@ def qat(
     plan = Int8Plan(module_names(static, default.static), module_names(float_activations, default.float_activations),
                     module_names(keep_float, default.keep_float))
     options = QATOptions(target=target, data=data, out=out, checkpoint=checkpoint, split=split, epochs=epochs, batch_size=batch_size,
-                         lr=lr, freeze_observers=freeze_observers, calib_num=calib_num, plan=plan, seed=seed,
+                         lr=lr, freeze_observers=freeze_observers, calib_num=calib_num, recalibrations=recalibrations, plan=plan, seed=seed,
                          limit=renamed(num, limit, "--num", "--limit"),
                          resume=resume, mano_dir=mano_dir)
     started = time.perf_counter()
