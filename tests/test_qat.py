@@ -1,5 +1,6 @@
-"""Quantization-aware training: it beats PTQ at the same all-W8A8 plan, its checkpoint round-trips
-and guards its lineage, and `convert --qat` builds the artifact of the target it trained for."""
+"""Quantization-aware training: its activation grids start where PTQ stands and follow the weights
+when re-calibrated, it beats PTQ at the same all-W8A8 plan, its checkpoint round-trips and guards
+its lineage, and `convert --qat` builds the artifact of the target it trained for."""
 
 import copy
 import json
