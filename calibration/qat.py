@@ -18,7 +18,8 @@ their scales.
 
 LiteRT has no PT2E path that carries trained scales on this stack, so QAT for it trains
 ExecuTorch's graph, whose XNNPACK scheme is AI Edge Quantizer's grid, and its converter takes the
-student's weights as they round (`qat_adapted_model`) and calibrates activations itself.
+student's weights as they round (`qat_adapted_model`) and calibrates activations itself. The two
+targets thus train one student, and a checkpoint of either converts to both (`converts_to`).
 
 A QAT checkpoint is the prepared graph's state (weights and fake-quant scales) in safetensors
 beside a JSON sidecar that names the target, the plan and the source checkpoint (its sha256 is
@@ -71,6 +72,13 @@ def qat_targets() -> list[str]:
 def student_target(target: str) -> ModuleType:
     """The converter whose int8 graph and quantizers QAT for `target` trains (`QAT_STUDENT`: LiteRT's is ExecuTorch's)."""
     return get_target(get_target(target).QAT_STUDENT or target)
+
+
+def converts_to(target: str) -> list[str]:
+    """The targets a QAT checkpoint trained for `target` converts to: every QAT target whose student
+    is the same graph under the same quantizer (ExecuTorch's run serves LiteRT too, and the reverse)."""
+    student = student_target(target).NAME
+    return [name for name in qat_targets() if student_target(name).NAME == student]
 
 
 def check_target(target: str) -> None:

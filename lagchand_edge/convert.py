@@ -3,6 +3,7 @@ atomic write, and a parity check against FP32 right after conversion."""
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 import traceback
@@ -15,7 +16,7 @@ import torch
 from calibration.mixed_precision import check_module_names
 from calibration.plans import Int8Plan
 from calibration.select import CalibrationSet, HandFinder, is_image_folder, select_calibration
-from converters import TARGETS, RuntimeMissing, check_convertible, get_target
+from converters import TARGETS, RuntimeMissing, check_convertible, convertible, get_target
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.artifact import INPUT_FORMS, MANIFEST, build_manifest, embedded_metadata, load_runner
 from lagchand_edge.checkpoint import bundled_checkpoint, load_checkpoint
@@ -138,7 +139,7 @@ def build_artifacts(target: str, precision: str, out_dir: Path, checkpoint: Path
                     progress=None, observer: str | None = None, qat: Path | None = None, input_form: str = "nchw",
                     calib_find: HandFinder | None = None) -> list[ConvertResult]:
     """Build the planned artifacts under `out_dir/<target>-<precision>/` (int8 by `int8_plan`,
-    default each target's measured plan; or from a QAT checkpoint, for the target it trained for).
+    default each target's measured plan; or from a QAT checkpoint, for the targets it serves).
     `calib_find` places the calibration crops in a folder of photos (see calibration.select)."""
     if calib_find is not None and not (calib_data is not None and is_image_folder(Path(calib_data))):
         raise UserError("--calib-detect finds the hands in a folder of photos (--calib-data FOLDER); InterHand2.6M roots and caches "
@@ -197,30 +198,49 @@ def _calibration(calib_data: Path | None, count: int, find: HandFinder | None = 
     return select_calibration(calib_data, count, find=find) if calib_data else synthetic_calibration(count)
 
 
+def qat_targets_for(path: Path, target: str, input_form: str = "nchw") -> tuple[dict, list[str]]:
+    """A QAT checkpoint's sidecar and the targets `convert --qat` builds from it: `target`, or for
+    'all' each target that trains the same student (`converts_to`), this machine converts and
+    takes `input_form` (the one it trained for always among them, so a missing extra is named)."""
+    from calibration.qat import converts_to, read_qat_info
+
+    info = read_qat_info(path)  # the sidecar alone: refuse a wrong target before rebuilding the graph
+    served = converts_to(info["target"])
+    if target == "all":
+        targets = [name for name in served
+                   if name == info["target"] or (name in convertible() and input_form in get_target(name).INPUTS)]
+    elif target in served:
+        targets = [target]
+    else:
+        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {' or '.join(served)}")
+    check_convertible(targets)
+    _check_input(input_form, targets)
+    return info, targets
+
+
 def _convert_qat(path: Path, target: str, precision: str | None, out_dir: Path, checkpoint, config, calib_data, calib_num,
                  int8_plan, force: bool, progress, observer, input_form: str, calib_find: HandFinder | None) -> list[ConvertResult]:
-    """The int8 artifact of a QAT checkpoint: its target, its plan, its source FP32 model (which
-    the parity check and the manifest's source then name, so drift compares with the original)."""
-    from calibration.qat import load_qat, read_qat_info
+    """The int8 artifacts of a QAT checkpoint (`qat_targets_for`) at its plan, from its source FP32
+    model (which the parity check and the manifest's source then name, so drift compares with the
+    original). Each target converts its own copy of the trained graph."""
+    from calibration.qat import load_qat
 
     if checkpoint is not None or config is not None or int8_plan is not None or observer is not None:
         raise UserError("--qat brings its own source checkpoint and int8 plan: drop --checkpoint, --config, --static, "
                         "--float-activations, --keep-float and --observer")
     if precision != "int8":
         raise UserError(f"--qat builds int8 artifacts, not {precision}")
-    info = read_qat_info(path)  # the sidecar alone: refuse a wrong target before rebuilding the graph
-    if target not in ("all", info["target"]):
-        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {info['target']} only")
-    check_convertible([info["target"]])
-    _check_input(input_form, [info["target"]])
+    info, targets = qat_targets_for(path, target, input_form)
     graph, model, info = load_qat(path, info)
     source = _source(Path(info["source"]["checkpoint"]), model)
-    record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "scheme": info["scheme"], "epochs": info["epoch"],
-              "data": info["data"], "samples": info["samples"]}
-    calibration_num = calib_num if _qat_calibrates(info["target"]) else min(calib_num, PARITY_IMAGES)
-    result = convert_artifact(model, info["target"], "int8", Path(out_dir) / f"{info['target']}-int8",
-                              _calibration(calib_data, calibration_num, calib_find),
-                              Int8Plan.from_dict(info["plan"]), source, force, qat=(graph, record), input_form=input_form)
-    if progress:
-        progress(1)
-    return [result]
+    results = []
+    for name in targets:
+        record = {"checkpoint": str(path), "checkpoint_sha256": info["sha256"], "trained_for": info["target"],
+                  "scheme": get_target(name).qat_scheme(), "epochs": info["epoch"], "data": info["data"], "samples": info["samples"]}
+        calibration_num = calib_num if _qat_calibrates(name) else min(calib_num, PARITY_IMAGES)
+        results.append(convert_artifact(model, name, "int8", Path(out_dir) / f"{name}-int8", _calibration(calib_data, calibration_num, calib_find),
+                                        Int8Plan.from_dict(info["plan"]), source, force, qat=(copy.deepcopy(graph), record),
+                                        input_form=input_form))
+        if progress:
+            progress(1)
+    return results

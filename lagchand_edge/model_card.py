@@ -38,7 +38,8 @@ def artifact_card(manifest: dict, parity_mm: float | None, parity_note: str) -> 
         lines.append(f"- calibrated on {calibration['count']} images of {calibration['source']} (ids sha256 `{calibration['ids_sha256'][:16]}...`)")
     if manifest.get("qat"):
         qat = manifest["qat"]
-        lines.append(f"- quantization-aware training: `{qat['checkpoint']}` ({qat['scheme']}, {qat['epochs']} epochs on {qat['data']})")
+        shared = f"; trained as {qat['trained_for']}'s, the same student" if qat.get("trained_for", manifest["target"]) != manifest["target"] else ""
+        lines.append(f"- quantization-aware training: `{qat['checkpoint']}` ({qat['scheme']}, {qat['epochs']} epochs on {qat['data']}{shared})")
     parity = f"{parity_mm:.4f} mm" if parity_mm is not None else "not run"
     lines += ["", "## Checks", "", f"- At conversion, the largest vertex difference from the FP32 model: {parity} ({parity_note}).",
               "- Before shipping: `lagchand-edge drift <this folder>` checks accuracy against the FP32 model on InterHand2.6M-format "

@@ -1,6 +1,6 @@
 """Quantization-aware training: its activation grids start where PTQ stands and follow the weights
 when re-calibrated, it beats PTQ at the same all-W8A8 plan, its checkpoint round-trips and guards
-its lineage, and `convert --qat` builds the artifact of the target it trained for."""
+its lineage, and `convert --qat` builds the artifacts of the targets that train its student."""
 
 import copy
 import json
@@ -91,7 +91,24 @@ def litert_qat(tiny_checkpoint, synth_train_root, tmp_path_factory) -> Path:
     return out
 
 
-def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(litert_qat, tiny_checkpoint, synth_train_root, synth_root,
+@pytest.fixture(scope="module")
+def qat_calibration(tmp_path_factory) -> Path:
+    """8 images of their own, for LiteRT's activation calibration of QAT and PTQ alike."""
+    from lagchand_edge.data.synth import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("qat_calib") / "calib", 8, seed=7, split="test", workers=1)
+
+
+@pytest.fixture(scope="module")
+def qat_artifacts(executorch_qat, qat_calibration, tmp_path_factory) -> dict:
+    """`convert --qat` of the ExecuTorch run for every target its student serves, by directory name."""
+    from lagchand_edge.convert import build_artifacts
+
+    results = build_artifacts("all", "int8", tmp_path_factory.mktemp("qat_art"), calib_data=qat_calibration, calib_num=8, qat=executorch_qat)
+    return {r.path.name: r for r in results}
+
+
+def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(qat_artifacts, qat_calibration, tiny_checkpoint, synth_root,
                                                                              tmp_path):
     """Both artifacts all-W8A8, calibrated by AI Edge Quantizer on the same images of their own with
     the same (histogram) observer; held-out images, through the LiteRT interpreter."""
@@ -100,12 +117,10 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(lite
     from lagchand_edge.artifact import load_runner, read_manifest
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.convert import build_artifacts
-    from lagchand_edge.data.synth import write_dataset
     from lagchand_edge.model import DeployModel
 
-    calibration = write_dataset(tmp_path / "calib", 8, seed=7, split="test", workers=1)
-    [qat] = build_artifacts("tflite", "int8", tmp_path / "qat", calib_data=calibration, calib_num=8, qat=litert_qat)
-    [ptq] = build_artifacts("tflite", "int8", tmp_path / "ptq", checkpoint=tiny_checkpoint, calib_data=calibration, calib_num=8,
+    qat = qat_artifacts["tflite-int8"]  # the ExecuTorch run's: the same student as a LiteRT run's (test below)
+    [ptq] = build_artifacts("tflite", "int8", tmp_path / "ptq", checkpoint=tiny_checkpoint, calib_data=qat_calibration, calib_num=8,
                             int8_plan=Int8Plan(), observer="histogram")
     manifest = read_manifest(qat.path)
     assert manifest["recipe"]["quantizer"].startswith("QAT, XNNPACKQuantizer") and manifest["calibration"]["count"] == 8
@@ -116,8 +131,8 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(lite
     test = _images(synth_root, "test")
     with torch.no_grad():
         reference = DeployModel(load_checkpoint(tiny_checkpoint), deployed_form=False)(test)[0].numpy()
-    errors = {result.path.parent.name: float(np.abs(load_runner(result.path)(test.numpy()).vertices - reference).mean()) * 1000
-              for result in (qat, ptq)}
+    errors = {name: float(np.abs(load_runner(result.path)(test.numpy()).vertices - reference).mean()) * 1000
+              for name, result in (("qat", qat), ("ptq", ptq))}
     assert 0 < errors["qat"] < 0.95 * errors["ptq"], errors
 
 
@@ -254,17 +269,33 @@ def test_qat_refuses_changed_weights_or_source(executorch_qat, tmp_path):
         load_qat(copy)
 
 
-def test_convert_qat_builds_its_targets_artifact_with_lineage(executorch_qat, tiny_checkpoint, synth_root, tmp_path):
-    from lagchand_edge.artifact import read_manifest
-    from lagchand_edge.convert import build_artifacts
-    from lagchand_edge.io import file_sha256
+def test_executorch_and_litert_qat_train_one_student(executorch_qat, litert_qat):
+    """The same run for either target (same data, seed and plan) ends in the same weights and
+    grids, to the bit: what lets one checkpoint convert to both."""
+    from safetensors.torch import load_file
 
-    [result] = build_artifacts("all", "int8", tmp_path / "art", calib_data=synth_root, qat=executorch_qat)
-    manifest = read_manifest(result.path)
-    assert result.path.name == "executorch-int8" and np.isfinite(result.parity_max_vertex_mm)
-    assert manifest["qat"]["checkpoint_sha256"] == file_sha256(executorch_qat) and manifest["calibration"] is None
-    assert manifest["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)  # drift compares with the original FP32
-    assert manifest["recipe"]["quantizer"].startswith("QAT, XNNPACKQuantizer")
+    trained_for_executorch, trained_for_litert = load_file(str(executorch_qat)), load_file(str(litert_qat))
+    assert trained_for_executorch.keys() == trained_for_litert.keys()
+    assert all(torch.equal(trained_for_executorch[name], trained_for_litert[name]) for name in trained_for_executorch)
+
+
+def test_convert_qat_builds_every_target_of_its_student_with_lineage(qat_artifacts, executorch_qat, tiny_checkpoint):
+    from lagchand_edge.artifact import read_manifest
+    from lagchand_edge.io import file_sha256
+    from lagchand_edge.model_card import MODEL_CARD
+
+    assert list(qat_artifacts) == ["executorch-int8", "tflite-int8"]
+    for result in qat_artifacts.values():
+        manifest = read_manifest(result.path)
+        # all-W8A8 on the tiny model: 25-26 mm at most over the 4 parity images, measured
+        assert np.isfinite(result.parity_max_vertex_mm) and result.parity_max_vertex_mm < 50, result
+        assert manifest["qat"]["checkpoint_sha256"] == file_sha256(executorch_qat) and manifest["qat"]["trained_for"] == "executorch"
+        assert manifest["source"]["checkpoint_sha256"] == file_sha256(tiny_checkpoint)  # drift compares with the original FP32
+        assert manifest["recipe"]["quantizer"].startswith("QAT, XNNPACKQuantizer")
+    executorch_manifest, litert_manifest = (read_manifest(r.path) for r in qat_artifacts.values())
+    assert executorch_manifest["calibration"] is None  # its grids are the trained ones
+    assert litert_manifest["calibration"]["count"] == 8 and "AI Edge Quantizer" in litert_manifest["qat"]["scheme"]
+    assert "trained as executorch's, the same student" in (qat_artifacts["tflite-int8"].path / MODEL_CARD).read_text()
 
 
 def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, synth_root):
@@ -273,7 +304,7 @@ def test_qat_cli_says_each_mistake_in_one_line(executorch_qat, tiny_checkpoint, 
                       "fraction of training")
     assert_user_error(run_cli("qat", "--target", "executorch", "--data", str(synth_root), "--split", "test", "--recalibrations", "-1"),
                       "'--recalibrations'")
-    assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--target", "coreml"), "converts for --target executorch only")
+    assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--target", "coreml"), "converts for --target executorch or tflite")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--checkpoint", str(tiny_checkpoint)), "drop --checkpoint")
     assert_user_error(run_cli("convert", "--qat", str(executorch_qat), "--precision", "fp16"), "builds int8 artifacts")
     assert_user_error(run_cli("convert", "--qat", str(tiny_checkpoint)), "not a QAT checkpoint")

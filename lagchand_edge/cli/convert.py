@@ -30,19 +30,20 @@ def convert(
     observer: str = typer.Option(None, help="int8 activation observer, where the target offers a choice (executorch, tflite: histogram or minmax)."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
-    qat: Path = typer.Option(None, help="Build the int8 artifact of this QAT checkpoint (`lagchand-edge qat`) for the target it trained for."),
+    qat: Path = typer.Option(None, help="Build the int8 artifacts of this QAT checkpoint (`lagchand-edge qat`): for the target it trained "
+                                        "for, and one QAT run serves both executorch and tflite (they train the same graph)."),
     input_form: str = typer.Option("nchw", "--input", help="What an app hands the model: nchw float tensor; nhwc (tflite: camera frames as "
                                                            "HWC); image (coreml: an ImageType, so an iOS app passes a CVPixelBuffer)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
 ) -> None:
     """Convert the FP32 model to edge artifacts (manifest + parity check against FP32)."""
     from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
-    from lagchand_edge.convert import build_artifacts, targets_for
+    from lagchand_edge.convert import build_artifacts, qat_targets_for, targets_for
 
     precision = precision or ("int8" if qat else "fp32")
     config = renamed(expect_config, config, "--expect-config", "--config")
     calib_num = renamed(calib_num, calib_samples, "--calib-num", "--calib-samples") or 32
-    planned = targets_for(target, precision) if qat is None else ["qat"]
+    planned = targets_for(target, precision) if qat is None else qat_targets_for(qat, target, input_form)[1]
     int8_plan = None
     if static is not None or float_activations is not None or keep_float is not None:
         int8_plan = Int8Plan(module_names(static, DEFAULT_INT8_PLAN.static), module_names(float_activations, DEFAULT_INT8_PLAN.float_activations),

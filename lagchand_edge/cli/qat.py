@@ -13,7 +13,8 @@ LOG_EVERY = 20  # steps between log lines when stderr is not a terminal
 
 
 def qat(
-    target: str = typer.Option(..., help="executorch, tflite or coreml: the artifact it converts to (tflite trains ExecuTorch's graph)."),
+    target: str = typer.Option(..., help="executorch, tflite or coreml: the artifact it converts to (tflite trains ExecuTorch's graph, so a run "
+                                            "for either converts to both)."),
     data: Path = typer.Option(..., help="InterHand2.6M-format root or cache (`data cache`); labels are not needed (distillation)."),
     out: Path = typer.Option(Path("runs/qat/lagchand_qat.safetensors"), help="QAT checkpoint to write (.safetensors + .json sidecar)."),
     checkpoint: Path = typer.Option(None, help="FP32 source checkpoint; default: the bundled reference."),
