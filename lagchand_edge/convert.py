@@ -212,7 +212,7 @@ def qat_targets_for(path: Path, target: str, input_form: str = "nchw") -> tuple[
     elif target in served:
         targets = [target]
     else:
-        raise UserError(f"{path} was trained with {info['target']}'s quantizer; it converts for --target {' or '.join(served)}")
+        raise UserError(f"{path} was trained for {info['target']}; its student converts for --target {' or '.join(served)}")
     check_convertible(targets)
     _check_input(input_form, targets)
     return info, targets
