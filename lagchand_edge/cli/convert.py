@@ -30,8 +30,8 @@ def convert(
     observer: str = typer.Option(None, help="int8 activation observer, where the target offers a choice (executorch, tflite: histogram or minmax)."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
-    qat: Path = typer.Option(None, help="Build the int8 artifacts of this QAT checkpoint (`lagchand-edge qat`): for the target it trained "
-                                        "for, and one QAT run serves both executorch and tflite (they train the same graph)."),
+    qat: Path = typer.Option(None, help="Build int8 artifacts from this QAT checkpoint (`lagchand-edge qat`) for every target its student "
+                                        "serves (executorch and tflite train the same graph; coreml its own); --target picks one."),
     input_form: str = typer.Option("nchw", "--input", help="What an app hands the model: nchw float tensor; nhwc (tflite: camera frames as "
                                                            "HWC); image (coreml: an ImageType, so an iOS app passes a CVPixelBuffer)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (nothing else on stdout)."),
