@@ -59,13 +59,33 @@ def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, plan: Int8
     The plan's static modules get W8A8; its float_activations modules XNNPACK's dynamic scheme
     (int8 weights, activations quantized per call: XNNPACK has no weight-only kernels).
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-
     parts = [ptq_quantizer(plan, observer)]
     if plan.float_activations:
-        dynamic = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-        parts.append(ScopedQuantizer(dynamic, exclude=plan.keep_float, only=plan.float_activations))
+        parts.append(_dynamic_quantizer(plan))
     return calibrate(module, combine(parts), calibration)
+
+
+def _dynamic_quantizer(plan: Int8Plan):
+    """XNNPACK's dynamic scheme (per-channel symmetric int8 weights, activations quantized per call)
+    inside the plan's float_activations modules."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    dynamic = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    return ScopedQuantizer(dynamic, exclude=plan.keep_float, only=plan.float_activations)
+
+
+def qat_int8_graph(student: torch.fx.GraphModule, plan: Int8Plan, example: torch.Tensor) -> torch.fx.GraphModule:
+    """A QAT-trained graph as int8: its fake quantizers converted, and the plan's float_activations
+    modules, which trained in float, given XNNPACK's dynamic int8 as `convert` gives them (LiteRT's
+    converter does the same): their weights round from the trained float ones, without it they would
+    ship as fp32 (a sixth of the artifact for one graph level). The converted graph is exported
+    again first: the dynamic quantizer's annotators read shapes its dequantize nodes do not carry."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(student)
+    if not plan.float_activations:
+        return converted
+    return calibrate(torch.export.export(converted, (example,)).module(), _dynamic_quantizer(plan), example)
 
 
 def ptq_quantizer(plan: Int8Plan, observer: str = "histogram"):
@@ -309,9 +329,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     from executorch.exir import to_edge_transform_and_lower
 
     if recipe.qat is not None:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-        module = convert_pt2e(recipe.qat)
+        module = qat_int8_graph(recipe.qat, recipe.plan, example)
     else:
         module = quantizable_graph(model, example)
         if recipe.precision == "int8":
@@ -324,7 +342,8 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     quantizer = (f"XNNPACKQuantizer: per-channel symmetric int8 weights; static activations ({recipe.observer or 'histogram'} observer), "
                  "dynamic per-call activations in the plan's float_activations modules")
     if recipe.qat is not None:
-        quantizer = f"QAT, {qat_scheme()}"
+        quantizer = f"QAT, {qat_scheme()}" + ("; dynamic per-call activations and int8 weights rounded from the trained float "
+                                              "ones in the plan's float_activations modules" if recipe.plan.float_activations else "")
     return {"delegation": summary, "quantizer": quantizer if recipe.quantized else None}
 
 
