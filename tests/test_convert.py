@@ -377,6 +377,22 @@ def test_coreml_weight_only_int8_and_w8a8_run(tiny_checkpoint, tmp_path, int8_ar
     assert np.isfinite(w8a8(np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)).vertices).all()
 
 
+def test_coreml_all_w8a8_ships_every_weight_int8_and_no_debug_map(tiny_checkpoint, tmp_path):
+    """A constant used twice (a graph level's adjacency, in both GCN layers) is annotated once by
+    CoreMLQuantizer: its other use is int8 too; and coremltools' ExecuTorch debug-handle map,
+    written beside a converted PT2E graph, does not ship (Core ML never reads it)."""
+    import coremltools as ct
+    from coremltools.optimize.coreml import get_weights_metadata
+
+    (result,) = build_artifacts("coreml", "int8", tmp_path, tiny_checkpoint, int8_plan=Int8Plan(), calib_num=2)
+    package = result.path / "model.mlpackage"
+    assert not (package / "executorch_debug_handle_mapping.json").exists()
+    weights = get_weights_metadata(ct.models.MLModel(str(package), skip_model_load=True), weight_threshold=1024)
+    finest_adjacency = [w for w in weights.values() if w.val.shape == (416, 416)]
+    assert finest_adjacency and {str(w.val.dtype) for w in weights.values()} <= {"int8", "uint8", "uint16"}, \
+        {name: (w.val.shape, str(w.val.dtype)) for name, w in weights.items()}
+
+
 def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artifacts):
     with pytest.raises(UserError, match="choose one of fp32, int8"):
         targets_for("executorch", "fp16")
