@@ -77,9 +77,9 @@ def _dynamic_quantizer(plan: Int8Plan):
 def qat_int8_graph(student: torch.fx.GraphModule, plan: Int8Plan, example: torch.Tensor) -> torch.fx.GraphModule:
     """A QAT-trained graph as int8: its fake quantizers converted, and the plan's float_activations
     modules, which trained in float, given XNNPACK's dynamic int8 as `convert` gives them (LiteRT's
-    converter does the same): their weights round from the trained float ones, without it they would
-    ship as fp32 (a sixth of the artifact for one graph level). The converted graph is exported
-    again first: the dynamic quantizer's annotators read shapes its dequantize nodes do not carry."""
+    converter does the same): their weights round from the trained float ones instead of shipping
+    as fp32 (README, "Quantization-aware training"). The converted graph is exported again first:
+    the dynamic quantizer's annotators read shapes its dequantize nodes do not carry."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     converted = convert_pt2e(student)

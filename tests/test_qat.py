@@ -215,6 +215,7 @@ def test_executorch_qat_gives_float_activations_the_dynamic_int8_ptq_gives_them(
         ptq_graph = executorch.quantize_pt2e(executorch.quantizable_graph(_deployed(model), calibration[:1]), calibration, plan)
         qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
         reference = _deployed(model)(test)[0]
+
     def beside_static_pairs(ops: Counter) -> Counter:  # PTQ, annotating both schemes in one pass, requantizes once more at the scope's edge
         return Counter({op: n for op, n in ops.items() if not op.endswith("quantize_per_tensor.default")})
 

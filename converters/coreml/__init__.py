@@ -104,7 +104,7 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     _describe(mlmodel, recipe.metadata)
     mlmodel.save(str(out_dir / MODEL_FILE))
     # coremltools writes ExecuTorch's debug-handle map beside a converted PT2E graph: a debugging aid
-    # of ExecuTorch's CoreML delegate that Core ML never reads (0.55 MB of an all-W8A8 artifact's 3.8)
+    # of ExecuTorch's CoreML delegate that Core ML never reads (README, "What differs")
     (out_dir / MODEL_FILE / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     ptq = ("CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float modules; "
            "linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included")
