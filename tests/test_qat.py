@@ -31,12 +31,23 @@ def _deployed(model) -> torch.nn.Module:
     return DeployModel(model, int8_embeddings=True).eval()
 
 
-def _ptq_all_w8a8(deployed: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
-    """ExecuTorch's PTQ graph of a deployed model at the all-W8A8 plan QAT trains (batch 1), calibrated on `calibration`."""
+def _ptq_graph(deployed: torch.nn.Module, calibration: torch.Tensor, plan=None) -> torch.nn.Module:
+    """ExecuTorch's PTQ graph of a deployed model (batch 1) at `plan` (default: the all-W8A8 plan QAT
+    trains), calibrated on `calibration`."""
     from calibration.plans import Int8Plan
     from converters import executorch
 
-    return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, Int8Plan())
+    return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, plan or Int8Plan())
+
+
+def _seeded_student(target: str, model, plan, calibration: torch.Tensor) -> torch.fx.GraphModule:
+    """The untrained QAT student of `model` at `plan`, its activation grids seeded by the target's PTQ calibration."""
+    from calibration.qat import _activation_quantizers, quantizable, seed_activation_ranges, student_graph
+
+    graph = quantizable(model, target, plan)
+    student = student_graph(graph, target, plan)
+    assert seed_activation_ranges(student, graph, target, plan, calibration) == len(_activation_quantizers(student))
+    return student
 
 
 def _ops(graph: torch.fx.GraphModule) -> Counter:
@@ -72,7 +83,7 @@ def test_qat_drifts_less_than_ptq_at_the_same_all_w8a8_plan(executorch_qat, synt
 
     graph, model, _ = load_qat(executorch_qat)
     test = _images(synth_root, "test")
-    ptq = _ptq_all_w8a8(_deployed(model), _images(synth_train_root, "train"))
+    ptq = _ptq_graph(_deployed(model), _images(synth_train_root, "train"))
     with torch.no_grad():
         reference = DeployModel(model, deployed_form=False)(test)[0]
         qat_error = float((per_image(convert_pt2e(graph), test)[0] - reference).abs().mean()) * 1000
@@ -146,14 +157,10 @@ def test_litert_qat_artifact_drifts_less_than_ptq_at_the_same_all_w8a8_plan(qat_
 def seeded_student(request, tiny_checkpoint, synth_train_root) -> tuple:
     """(target, model, plan, calibration images, the untrained student seeded by them): copy it before use."""
     from calibration.plans import Int8Plan
-    from calibration.qat import _activation_quantizers, quantizable, seed_activation_ranges, student_graph
     from lagchand_edge.checkpoint import load_checkpoint
 
     target, model, plan, calibration = request.param, load_checkpoint(tiny_checkpoint), Int8Plan(), _images(synth_train_root, "train")[:8]
-    graph = quantizable(model, target, plan)
-    student = student_graph(graph, target, plan)
-    assert seed_activation_ranges(student, graph, target, plan, calibration) == len(_activation_quantizers(student))
-    return target, model, plan, calibration, student
+    return target, model, plan, calibration, _seeded_student(target, model, plan, calibration)
 
 
 def _assert_grids_fixed(student: torch.fx.GraphModule) -> None:
@@ -185,7 +192,7 @@ def test_qat_starts_where_the_targets_ptq_stands(seeded_student, synth_root):
     test = _images(synth_root, "test")
     with torch.no_grad():
         student(test[:1])  # the weights' observers see their weights once
-        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_all_w8a8(_deployed(model), calibration)
+        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_graph(_deployed(model), calibration)
         qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
         reference = _deployed(model)(test)[0]
     assert _ops(qat_graph) == _ops(ptq_graph)  # QAT trained the graph PTQ deploys: same ops, same quantization points
@@ -200,19 +207,17 @@ def test_executorch_qat_gives_float_activations_the_dynamic_int8_ptq_gives_them(
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
     from calibration.plans import Int8Plan
-    from calibration.qat import per_image, quantizable, seed_activation_ranges, student_graph
+    from calibration.qat import per_image
     from converters import executorch
     from lagchand_edge.checkpoint import load_checkpoint
 
     model, plan = load_checkpoint(tiny_checkpoint), Int8Plan(float_activations=("model.graph.blocks.1",))
     calibration, test = _images(synth_train_root, "train")[:8], _images(synth_root, "test")
-    graph = quantizable(model, "executorch", plan)
-    student = student_graph(graph, "executorch", plan)
-    seed_activation_ranges(student, graph, "executorch", plan, calibration)
+    student = _seeded_student("executorch", model, plan, calibration)
     with torch.no_grad():
         student(test[:1])  # the weights' observers see their weights once
         qat_graph = executorch.qat_int8_graph(move_exported_model_to_eval(student), plan, test[:1])
-        ptq_graph = executorch.quantize_pt2e(executorch.quantizable_graph(_deployed(model), calibration[:1]), calibration, plan)
+        ptq_graph = _ptq_graph(_deployed(model), calibration, plan)
         qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
         reference = _deployed(model)(test)[0]
 
