@@ -174,21 +174,19 @@ def _set_range(fake_quant: torch.nn.Module, scale: torch.Tensor, zero_point: tor
     fake_quant.disable_observer()
 
 
-def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphModule | None, target: str, plan: Int8Plan,
+def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphModule, target: str, plan: Int8Plan,
                            images: torch.Tensor) -> int:
     """Start QAT where the target's PTQ stands: calibrate its PTQ quantizer on `images` (one at a
     time, as `convert` does) over `graph`, the `quantizable` graph the student was prepared from
     (used up by this), and give every activation fake quantizer of the student the grid its PTQ
-    observer chose (a target whose PTQ observers are its QAT fake quantizers calibrates the
-    student itself, and needs no `graph`); those stop observing. QAT's own moving-average
-    min-max, started from a few batches, clips the rare large activations that XNNPACK's PTQ
-    histogram keeps (on the reference model 40 mm of vertex error from FP32 against PTQ's 11).
+    observer chose; those stop observing. QAT's own moving-average min-max, started from a few
+    batches, clips the rare large activations that a PTQ histogram keeps (on the reference
+    model 40 mm of vertex error from FP32 against PTQ's 11).
     Returns how many were seeded."""
     from torchao.quantization.pt2e import FixedQParamsObserver
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    quantizer = student_target(target).ptq_quantizer(plan)
-    calibrated = student if quantizer is None else prepare_pt2e(graph, quantizer)
+    calibrated = prepare_pt2e(graph, student_target(target).ptq_quantizer(plan))
     with torch.no_grad():
         for image in images:
             calibrated(image[None])
@@ -201,10 +199,7 @@ def seed_activation_ranges(student: torch.fx.GraphModule, graph: torch.fx.GraphM
             if isinstance(observer, FixedQParamsObserver):  # a grid the kernel fixes (int8 sigmoid): already the student's
                 qat[key].disable_observer()
                 continue
-            if calibrated is student:
-                observer.disable_observer()
-            else:
-                _set_range(qat[key], *observer.calculate_qparams())
+            _set_range(qat[key], *observer.calculate_qparams())
     return len(ptq)
 
 
@@ -215,17 +210,8 @@ def recalibrate_activation_ranges(student: torch.fx.GraphModule, model: LAGCHand
     of `model`, its FP32 source), in place of grids chosen for weights it has since moved away
     from. On the reference model one such pass after an epoch of LiteRT QAT took the artifact's
     ΔMPJPE after the next epoch from 1.41 to 1.27 mm (README). Returns how many were calibrated."""
-    from torchao.quantization.pt2e import MovingAverageMinMaxObserver
-
-    graph = None
-    if student_target(target).ptq_quantizer(plan) is None:  # it calibrates itself: its observers watch afresh
-        for fake_quant in _activation_quantizers(student).values():
-            if isinstance(fake_quant.activation_post_process, MovingAverageMinMaxObserver):
-                fake_quant.activation_post_process.reset_min_max_vals()
-                fake_quant.enable_observer()
-    else:
-        adapted = qat_adapted_model(student, DeployModel(model, int8_embeddings=True).eval())
-        graph = student_target(target).quantizable_graph(adapted, images[:1])
+    adapted = qat_adapted_model(student, DeployModel(model, int8_embeddings=True).eval())
+    graph = student_target(target).quantizable_graph(adapted, images[:1])
     return seed_activation_ranges(student, graph, target, plan, images)
 
 

@@ -18,7 +18,7 @@ class Recipe:
     precision: str
     calibration: torch.Tensor | None = None
     plan: Int8Plan = field(default_factory=Int8Plan)
-    observer: str | None = None  # executorch int8 activation observer: histogram (default) or minmax
+    observer: str | None = None  # int8 activation observer, one of the target's OBSERVERS (None: its first)
     qat: torch.fx.GraphModule | None = None  # a QAT-trained prepared graph: converted instead of calibrating (LiteRT: its weights, calibrated)
     metadata: dict = field(default_factory=dict)  # what the model file says about itself, where its format has room
     input_form: str = "nchw"  # the input's form (lagchand_edge.artifact.INPUT_FORMS); the example and the model already follow it
@@ -26,9 +26,6 @@ class Recipe:
     @property
     def quantized(self) -> bool:
         return self.precision in ("int8", "w8")
-
-
-OBSERVERS = ("histogram", "minmax")
 
 
 class ConversionError(Exception):

@@ -31,13 +31,18 @@ def _deployed(model) -> torch.nn.Module:
     return DeployModel(model, int8_embeddings=True).eval()
 
 
-def _ptq_graph(deployed: torch.nn.Module, calibration: torch.Tensor, plan=None) -> torch.nn.Module:
-    """ExecuTorch's PTQ graph of a deployed model (batch 1) at `plan` (default: the all-W8A8 plan QAT
+def _ptq_graph(deployed: torch.nn.Module, calibration: torch.Tensor, plan=None, target: str = "executorch") -> torch.nn.Module:
+    """`target`'s PTQ graph of a deployed model (batch 1) at `plan` (default: the all-W8A8 plan QAT
     trains), calibrated on `calibration`."""
+    from calibration.mixed_precision import calibrate
     from calibration.plans import Int8Plan
-    from converters import executorch
+    from converters import executorch, get_target
 
-    return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, plan or Int8Plan())
+    plan = plan or Int8Plan()
+    if target == "executorch":  # its PTQ adds the plan's dynamic scopes
+        return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, plan)
+    converter = get_target(target)
+    return calibrate(converter.quantizable_graph(deployed, calibration[:1]), converter.ptq_quantizer(plan), calibration)
 
 
 def _seeded_student(target: str, model, plan, calibration: torch.Tensor) -> torch.fx.GraphModule:
@@ -178,7 +183,7 @@ def _assert_grids_fixed(student: torch.fx.GraphModule) -> None:
 
 def test_qat_starts_where_the_targets_ptq_stands(seeded_student, synth_root):
     """Every activation fake quantizer takes the grid PTQ's calibration chose, and stops observing;
-    on ExecuTorch the untrained student then computes what the PTQ artifact's graph computes."""
+    the untrained student then computes what the PTQ artifact's graph computes."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -187,12 +192,11 @@ def test_qat_starts_where_the_targets_ptq_stands(seeded_student, synth_root):
     target, model, _, calibration, seeded = seeded_student
     student = copy.deepcopy(seeded)
     _assert_grids_fixed(student)
-    if target != "executorch":
-        return
     test = _images(synth_root, "test")
     with torch.no_grad():
         student(test[:1])  # the weights' observers see their weights once
-        qat_graph, ptq_graph = convert_pt2e(move_exported_model_to_eval(student)), _ptq_graph(_deployed(model), calibration)
+        qat_graph = convert_pt2e(move_exported_model_to_eval(student))
+        ptq_graph = _ptq_graph(_deployed(model), calibration, target=target)
         qat, ptq = per_image(qat_graph, test)[0], per_image(ptq_graph, test)[0]
         reference = _deployed(model)(test)[0]
     assert _ops(qat_graph) == _ops(ptq_graph)  # QAT trained the graph PTQ deploys: same ops, same quantization points
@@ -232,7 +236,7 @@ def test_executorch_qat_gives_float_activations_the_dynamic_int8_ptq_gives_them(
 def test_recalibration_gives_the_grids_ptq_picks_for_the_weights_as_trained(seeded_student):
     """Weights moved by training (here by 20% noise) outgrow or underfill the seeded grids;
     re-calibrating sets each grid anew, as the target's PTQ calibration of the weights as they
-    round picks it (the CoreML student calibrates itself), and fixes it again."""
+    round picks it, and fixes it again."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from calibration.qat import _activation_quantizers, qat_adapted_model, recalibrate_activation_ranges, student_target
@@ -249,8 +253,6 @@ def test_recalibration_gives_the_grids_ptq_picks_for_the_weights_as_trained(seed
     grids = _activation_quantizers(student)
     moved = [key for key, q in grids.items() if not torch.allclose(q.scale, stale[key], rtol=0.05)]
     assert len(moved) > len(stale) // 3, (len(moved), len(stale))
-    if target != "executorch":
-        return
     converter = student_target(target)
     ptq = prepare_pt2e(converter.quantizable_graph(qat_adapted_model(student, _deployed(model)), calibration[:1]),
                        converter.ptq_quantizer(plan))

@@ -1,6 +1,7 @@
 """CoreML `.mlpackage` (ML Program, iOS17): fp16 (CoreML's default compute precision), fp32,
 W8 weight-only (`linear_quantize_weights`) and W8A8 (PT2E with ExecuTorch's torchao-based
-CoreMLQuantizer; coremltools' own CoreMLQuantizer import fails on torch 2.13) by the int8 plan:
+CoreMLQuantizer, its activations given affine grids: `quantizer.py`; coremltools' own
+CoreMLQuantizer import fails on torch 2.13) by the int8 plan:
 its float_activations and keep_float modules get int8 weights over fp16 activations (weight
 compression has no module scope on an ML Program, so keep_float's weights are int8 here too).
 
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calibration.mixed_precision import ScopedQuantizer, calibrate
-from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
+from calibration.mixed_precision import calibrate
+from calibration.plans import DEFAULT_INT8_PLAN
+from converters.coreml.quantizer import OBSERVERS, ptq_quantizer
+from converters.coreml.quantizer import qat_quantizer as qat_quantizer  # the target interface's, used by QAT
 from converters.recipe import ConversionError, Recipe
 from lagchand_edge.model import OUTPUT_NAMES
 
@@ -28,7 +31,6 @@ EXTRA = "coreml"  # pip install 'lagchand-edge[coreml]'
 CONVERT_PACKAGES = ("coremltools", "torchao")  # import names: what converting needs
 RUN_PACKAGES = ("coremltools",)  # Core ML on macOS; coreml-sim reads the program with coremltools' protobuf classes
 INT8_PLAN = DEFAULT_INT8_PLAN
-OBSERVERS = ()  # CoreMLQuantizer's own observers
 INPUTS = ("nchw", "image")  # image: an ImageType input, so that an iOS app passes a CVPixelBuffer
 LATENCY_UNAVAILABLE = ("CoreML latency needs a Mac (MLModel.predict); coreml-sim is a reference interpreter, not a speed proxy "
                        "(its speed is in the drift report)")
@@ -36,34 +38,9 @@ QAT_UNAVAILABLE = None
 QAT_STUDENT = None  # QAT trains this target's own int8 graph
 
 
-def _quantizer(plan: Int8Plan):
-    """ExecuTorch's CoreMLQuantizer (fake-quantize observers: one quantizer serves PTQ and QAT),
-    symmetric per-channel int8 weights and uint8 activations, scoped to the plan's static modules."""
-    from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig, QuantizationScheme
-    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
-
-    from converters.coreml.patterns import trace_patterns_once
-
-    trace_patterns_once()
-    config = LinearQuantizerConfig.from_dict({"global_config": {
-        "quantization_scheme": QuantizationScheme.symmetric, "activation_dtype": torch.quint8,
-        "weight_dtype": torch.qint8, "weight_per_channel": True}})
-    return ScopedQuantizer(CoreMLQuantizer(config), exclude=plan.not_static, only=plan.static)
-
-
-def qat_quantizer(plan: Int8Plan):
-    return _quantizer(plan)
-
-
-def ptq_quantizer(plan: Int8Plan) -> None:
-    """None: QAT's fake quantizers are the PTQ's own observers (one quantizer serves both), so a
-    QAT student starts from PTQ by calibrating itself."""
-    return None
-
-
 def qat_scheme() -> str:
-    return ("CoreMLQuantizer (executorch.backends.apple.coreml): per-channel symmetric int8 weights, static per-tensor uint8 "
-            "activations (moving-average min-max fake quantization, their ranges from the PTQ calibration)")
+    return ("CoreMLQuantizer (executorch.backends.apple.coreml): per-channel symmetric int8 weights, static per-tensor affine "
+            "uint8 activations (moving-average min-max fake quantization, their ranges from the PTQ calibration: histogram)")
 
 
 def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -76,14 +53,12 @@ def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torc
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
         return convert_pt2e(recipe.qat)
-    return calibrate(quantizable_graph(model, example), _quantizer(recipe.plan), recipe.calibration)
+    return calibrate(quantizable_graph(model, example), ptq_quantizer(recipe.plan, recipe.observer or OBSERVERS[0]), recipe.calibration)
 
 
 def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
     import coremltools as ct
 
-    if recipe.observer is not None:
-        raise ConversionError("--observer applies to the executorch target; CoreML (coremltools LinearQuantizerConfig observers) uses its own")
     if recipe.precision == "int8":
         model = _w8a8(model, example, recipe)
     precision = ct.precision.FLOAT32 if recipe.precision == "fp32" else ct.precision.FLOAT16
@@ -106,8 +81,9 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
     # coremltools writes ExecuTorch's debug-handle map beside a converted PT2E graph: a debugging aid
     # of ExecuTorch's CoreML delegate that Core ML never reads (README, "What differs")
     (out_dir / MODEL_FILE / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
-    ptq = ("CoreMLQuantizer W8A8 (executorch.backends.apple.coreml) outside the plan's float_activations and keep_float modules; "
-           "linear_quantize_weights (linear_symmetric) on the weights left float, keep_float's included")
+    ptq = (f"CoreMLQuantizer W8A8 (executorch.backends.apple.coreml; affine uint8 activations, {recipe.observer or OBSERVERS[0]} ranges) "
+           "outside the plan's float_activations and keep_float modules; linear_quantize_weights (linear_symmetric) on the weights left "
+           "float, keep_float's included")
     quantizer = {"int8": f"QAT, {qat_scheme()}" if recipe.qat is not None else ptq, "w8": "linear_quantize_weights (linear_symmetric)"}
     return {"compute_precision": "fp32" if recipe.precision == "fp32" else "fp16", "quantizer": quantizer.get(recipe.precision)}
 

@@ -27,7 +27,7 @@ def convert(
     static: str = typer.Option(None, help="int8 plan: comma-separated modules quantized W8A8 ('none': no module). Default: the measured plan."),
     float_activations: str = typer.Option(None, help="int8 plan: modules with int8 weights over float activations."),
     keep_float: str = typer.Option(None, help="int8 plan: modules kept float (weights and activations)."),
-    observer: str = typer.Option(None, help="int8 activation observer, where the target offers a choice (executorch, tflite: histogram or minmax)."),
+    observer: str = typer.Option(None, help="int8 activation observer: histogram or minmax (default: minmax on tflite, histogram elsewhere)."),
     out: Path = typer.Option(Path("runs/artifacts"), help="Folder that receives <target>-<precision>/ artifacts."),
     force: bool = typer.Option(False, help="Replace existing artifacts."),
     qat: Path = typer.Option(None, help="Build int8 artifacts from this QAT checkpoint (`lagchand-edge qat`) for every target its student "
