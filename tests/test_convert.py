@@ -393,20 +393,20 @@ def test_coreml_all_w8a8_ships_every_weight_int8_and_no_debug_map(tiny_checkpoin
         {name: (w.val.shape, str(w.val.dtype)) for name, w in weights.items()}
 
 
-def test_coreml_int8_activations_get_affine_grids_nearer_fp32_than_coremlquantizers_own(tiny_checkpoint, synth_root, synth_train_root):
+def test_coreml_int8_activations_get_affine_grids(tiny_checkpoint, synth_train_root):
     """CoreMLQuantizer's symmetric config (the scheme its weights need) centres every uint8
     activation grid on zero; the converter gives each activation its own affine grid from a
-    histogram, so one-signed tensors (SiLU, ReLU outputs) use all their codes, and the all-W8A8
-    graph computes nearer FP32 than with CoreMLQuantizer's own grids."""
+    histogram, so one-signed tensors (SiLU, ReLU outputs) use all their codes. (What that buys
+    shows on the reference model, README "What differs": all-W8A8 ΔMPJPE 5.53 -> 3.50 mm; on the
+    tiny model the two graphs' errors are within their noise, either way by thread count.)"""
     from calibration.mixed_precision import calibrate
-    from calibration.qat import per_image
     from converters import coreml
     from lagchand_edge.checkpoint import load_checkpoint
     from lagchand_edge.model import DeployModel
 
     model = load_checkpoint(tiny_checkpoint)
     deployed = DeployModel(model, int8_embeddings=True).eval()
-    calibration, test = select_calibration(synth_train_root, 8, split="train").images, select_calibration(synth_root, 8, seed=4).images
+    calibration = select_calibration(synth_train_root, 8, split="train").images
     quantizers = {"affine": coreml.ptq_quantizer(Int8Plan()), "coremlquantizer": coreml.quantizer.coreml_quantizer()}
     graphs = {name: calibrate(coreml.quantizable_graph(deployed, calibration[:1]), quantizer, calibration) for name, quantizer in quantizers.items()}
     quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
@@ -418,10 +418,6 @@ def test_coreml_int8_activations_get_affine_grids_nearer_fp32_than_coremlquantiz
     assert len(one_signed) > len(affine) // 8, (len(one_signed), len(affine))  # the SiLUs' outputs (their floor is -0.28)
     steps = [affine[tensor][0] / own[tensor][0] for tensor in one_signed]
     assert np.median(steps) < 0.75, np.median(steps)  # finer steps: 0.63 measured (a SiLU's grid spans [-0.28, max], not [-max, max])
-    with torch.no_grad():
-        reference = DeployModel(model, deployed_form=False)(test)[0]
-        errors = {name: float((per_image(graph, test)[0] - reference).abs().mean()) for name, graph in graphs.items()}
-    assert errors["affine"] < errors["coremlquantizer"], errors  # the reference model: all-W8A8 ΔMPJPE 5.53 -> 3.50 mm (README)
 
 
 def test_bad_requests_leave_nothing_behind(tiny_checkpoint, tmp_path, fp32_artifacts):
