@@ -204,7 +204,8 @@ def test_qat_starts_where_the_targets_ptq_stands(seeded_student, synth_root):
     # rounds a step apart, which reaches about a third of the outputs
     apart, gap = (qat - ptq).abs(), (ptq - reference).abs()
     assert float(apart.median()) < 0.01 * float(gap.median())  # most outputs agree to float rounding
-    assert float(apart.mean()) < 0.4 * float(gap.mean())  # measured 0.19 (ExecuTorch), 0.25-0.27 (CoreML)
+    # measured 0.19 (ExecuTorch, whose bound stays the 0.25 it had before CoreML joined), 0.25-0.27 (CoreML)
+    assert float(apart.mean()) < (0.25 if target == "executorch" else 0.4) * float(gap.mean())
 
 
 def test_executorch_qat_gives_float_activations_the_dynamic_int8_ptq_gives_them(tiny_checkpoint, synth_train_root, synth_root):
