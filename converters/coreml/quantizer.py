@@ -62,7 +62,7 @@ def coreml_quantizer() -> Quantizer:
     return CoreMLQuantizer(config)
 
 
-def _coreml_quantizer(plan: Int8Plan, activations) -> Quantizer:
+def _affine_w8a8(plan: Int8Plan, activations) -> Quantizer:
     """CoreMLQuantizer's W8A8, activations observed by `activations` on affine uint8 grids, inside
     the plan's static modules."""
     return ScopedQuantizer(AffineActivations(coreml_quantizer(), activations), exclude=plan.not_static, only=plan.static)
@@ -76,12 +76,12 @@ def ptq_quantizer(plan: Int8Plan, observer: str = OBSERVERS[0]) -> Quantizer:
     observers = {"histogram": HistogramObserver, "minmax": MinMaxObserver}
     if observer not in observers:
         raise ConversionError(f"unknown observer {observer!r}; choose {' or '.join(OBSERVERS)}")
-    return _coreml_quantizer(plan, observers[observer].with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine))
+    return _affine_w8a8(plan, observers[observer].with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine))
 
 
 def qat_quantizer(plan: Int8Plan) -> Quantizer:
     """QAT: the same grids as fake quantizers (moving-average min-max while they observe)."""
     from torchao.quantization.pt2e import FakeQuantize, MovingAverageMinMaxObserver
 
-    return _coreml_quantizer(plan, FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, dtype=torch.quint8,
+    return _affine_w8a8(plan, FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, dtype=torch.quint8,
                                                           qscheme=torch.per_tensor_affine, quant_min=0, quant_max=255))
