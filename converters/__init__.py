@@ -9,7 +9,8 @@
     QAT_STUDENT                # None: QAT trains this target's own int8 graph; or the target whose graph it trains, whose
                                # weights it then converts, calibrating its own activations (LiteRT's trains ExecuTorch's)
                                # The student's module has qat_quantizer/quantizable_graph and ptq_quantizer: the PTQ whose
-                               # calibration QAT starts from
+                               # calibration QAT starts from; and ptq_graph(model, example, calibration, plan): the int8
+                               # graph that PTQ converts, which the QAT student is compared with
     write_model(model, example, recipe, out_dir) -> dict   # writes out_dir/MODEL_FILE, returns manifest extras
     open_runner(model_path, threads) -> Runner             # .run(list[np.ndarray]) -> list[np.ndarray]; threads None: the runtime's choice
 

@@ -65,6 +65,12 @@ def quantize_pt2e(module: torch.nn.Module, calibration: torch.Tensor, plan: Int8
     return calibrate(module, combine(parts), calibration)
 
 
+def ptq_graph(model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor, plan: Int8Plan,
+              observer: str = "histogram") -> torch.nn.Module:
+    """The int8 graph this target's PTQ lowers: `model` exported at `example`'s shape and quantized by `plan`."""
+    return quantize_pt2e(quantizable_graph(model, example), calibration, plan, observer)
+
+
 def _dynamic_quantizer(plan: Int8Plan):
     """XNNPACK's dynamic scheme (per-channel symmetric int8 weights, activations quantized per call)
     inside the plan's float_activations modules."""
@@ -330,10 +336,10 @@ def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, o
 
     if recipe.qat is not None:
         module = qat_int8_graph(recipe.qat, recipe.plan, example)
+    elif recipe.precision == "int8":
+        module = ptq_graph(model, example, recipe.calibration, recipe.plan, recipe.observer or "histogram")
     else:
         module = quantizable_graph(model, example)
-        if recipe.precision == "int8":
-            module = quantize_pt2e(module, recipe.calibration, recipe.plan, observer=recipe.observer or "histogram")
     exported = torch.export.export(_int8_casts_as_dequantize(_layer_norm_as_xnnpack_ops(module)), (example,))
     edge = to_edge_transform_and_lower(_without_provenance(exported), partitioner=[_partitioner()])
     summary = delegation_summary(edge.exported_program())

@@ -34,15 +34,10 @@ def _deployed(model) -> torch.nn.Module:
 def _ptq_graph(deployed: torch.nn.Module, calibration: torch.Tensor, plan=None, target: str = "executorch") -> torch.nn.Module:
     """`target`'s PTQ graph of a deployed model (batch 1) at `plan` (default: the all-W8A8 plan QAT
     trains), calibrated on `calibration`."""
-    from calibration.mixed_precision import calibrate
     from calibration.plans import Int8Plan
-    from converters import executorch, get_target
+    from converters import get_target
 
-    plan = plan or Int8Plan()
-    if target == "executorch":  # its PTQ adds the plan's dynamic scopes
-        return executorch.quantize_pt2e(executorch.quantizable_graph(deployed, calibration[:1]), calibration, plan)
-    converter = get_target(target)
-    return calibrate(converter.quantizable_graph(deployed, calibration[:1]), converter.ptq_quantizer(plan), calibration)
+    return get_target(target).ptq_graph(deployed, calibration[:1], calibration, plan or Int8Plan())
 
 
 def _seeded_student(target: str, model, plan, calibration: torch.Tensor) -> torch.fx.GraphModule:

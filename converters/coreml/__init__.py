@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from calibration.mixed_precision import calibrate
-from calibration.plans import DEFAULT_INT8_PLAN
+from calibration.plans import DEFAULT_INT8_PLAN, Int8Plan
 from converters.coreml.quantizer import OBSERVERS, ptq_quantizer
 from converters.coreml.quantizer import qat_quantizer as qat_quantizer  # the target interface's, used by QAT
 from converters.recipe import ConversionError, Recipe
@@ -48,12 +48,19 @@ def quantizable_graph(model: torch.nn.Module, example: torch.Tensor) -> torch.fx
     return torch.export.export(model, (example,)).module()
 
 
+def ptq_graph(model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor, plan: Int8Plan,
+              observer: str = OBSERVERS[0]) -> torch.nn.Module:
+    """The int8 graph this target's PTQ converts: `model` exported at `example`'s shape, its plan's
+    activations calibrated on `calibration`."""
+    return calibrate(quantizable_graph(model, example), ptq_quantizer(plan, observer), calibration)
+
+
 def _w8a8(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe) -> torch.nn.Module:
     if recipe.qat is not None:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
         return convert_pt2e(recipe.qat)
-    return calibrate(quantizable_graph(model, example), ptq_quantizer(recipe.plan, recipe.observer or OBSERVERS[0]), recipe.calibration)
+    return ptq_graph(model, example, recipe.calibration, recipe.plan, recipe.observer or OBSERVERS[0])
 
 
 def write_model(model: torch.nn.Module, example: torch.Tensor, recipe: Recipe, out_dir: Path) -> dict:
