@@ -209,11 +209,9 @@ def test_silus_between_int8_layers_run_as_int8_sigmoid_and_product(tiny_checkpoi
     """In ExecuTorch's static int8 scopes each SiLU is an int8 sigmoid (the fixed [0, 1) grid
     XNNPACK's kernel needs) and an int8 product, so no dequantize/quantize pair surrounds it; in
     the float-activation scope it stays fp32. The lowered artifact runs every one in XNNPACK."""
-    from converters.executorch import quantizable_graph
-
     deploy, _, images = _exported(tiny_checkpoint)
-    plan = get_target("executorch").INT8_PLAN
-    quantized = quantize_pt2e(quantizable_graph(deploy, images[:1]), images, plan)
+    executorch = get_target("executorch")
+    quantized = executorch.ptq_graph(deploy, images[:1], images, executorch.INT8_PLAN)
     sigmoids = [n for n in quantized.graph.nodes if n.target == torch.ops.aten.sigmoid.default]
     assert not [n for n in quantized.graph.nodes if n.target == torch.ops.aten.silu.default]
     int8 = set(_int8_ops(quantized))

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from apps.web.browser import find_chromium, launch, open_page, page_joints, run_image
-from apps.web.server import Site, make_server, vendor_installed
+from apps.web.server import MISSING_VENDOR, Site, make_server, vendor_installed
 from lagchand_edge.hand.joints import HAND_NAMES
 from tests.test_cli import assert_user_error, run_cli
 from tests.test_predict import runner_crop_and_joints
@@ -80,7 +80,7 @@ def test_serve_refuses_what_it_cannot_show(fp32_artifacts, tmp_path):
     assert_user_error(run_cli("serve", str(fp32_artifacts["executorch"].path)), "LiteRT artifacts")
     assert_user_error(run_cli("serve", str(tmp_path)), "not a lagchand-edge artifact")
     # without the page's LiteRT.js (no npm at `make`) serve says so before it tries the port
-    refusal = "cannot listen" if vendor_installed() else "LiteRT.js is not installed: run `make web`"
+    refusal = "cannot listen" if vendor_installed() else MISSING_VENDOR
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
